@@ -1,0 +1,61 @@
+"""The main branch: a narrow ResNet with bottleneck blocks (expansion 4).
+
+Stage outputs C2..C5 sit at strides 4/8/16/32; with the default widths 8/16/32/64 they
+have 32/64/128/256 channels. C5 is Y-Net's "core node".
+"""
+
+from __future__ import annotations
+
+from keras import layers
+
+EXPANSION = 4
+
+
+def _conv_bn(x, filters, kernel, strides, name, relu=True):
+    x = layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    if relu:
+        x = layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
+def bottleneck_block(x, width: int, strides: int, name: str):
+    """1x1 reduce -> 3x3 (strided) -> 1x1 expand, plus a projected shortcut when needed."""
+    out_channels = width * EXPANSION
+    shortcut = x
+    if strides != 1 or x.shape[-1] != out_channels:
+        shortcut = _conv_bn(x, out_channels, 1, strides, f"{name}_proj", relu=False)
+    y = _conv_bn(x, width, 1, 1, f"{name}_a")
+    y = _conv_bn(y, width, 3, strides, f"{name}_b")
+    y = _conv_bn(y, out_channels, 1, 1, f"{name}_c", relu=False)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def resnet_backbone(x, stem_filters: int, stage_widths, stage_blocks):
+    """Builds the encoder on tensor ``x`` (already rescaled).
+
+    Returns:
+        list of the stage outputs [C2, C3, C4, C5].
+    """
+    if len(stage_widths) != len(stage_blocks):
+        raise ValueError("stage_widths and stage_blocks must have the same length")
+    x = _conv_bn(x, stem_filters, 7, 2, "stem")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    features = []
+    for stage, (width, blocks) in enumerate(zip(stage_widths, stage_blocks, strict=True)):
+        for block in range(blocks):
+            strides = 2 if (stage > 0 and block == 0) else 1
+            x = bottleneck_block(x, width, strides, name=f"c{stage + 2}_block{block + 1}")
+        features.append(x)
+    return features
+
+
+def backbone_stride(num_stages: int) -> int:
+    """Total stride of the last stage: 4 after the stem, then x2 per later stage."""
+    return 4 * 2 ** (num_stages - 1)
+
+
+__all__ = ["resnet_backbone", "bottleneck_block", "backbone_stride"]

@@ -1,0 +1,123 @@
+"""The hash head: feature aggregation of the core node into ``bits`` values.
+
+The paper convolves the C x H x W core node to c x h x w with c * h * w = bits
+(64 bits: 256 x 8 x 8 -> 1 x 8 x 8), flattens, applies tanh and takes the sign. It does
+not train this head; at test time it describes the aggregation as a channel mean. Three
+heads are offered:
+
+* ``"mean"``: the channel mean over c groups of channels (the paper's test-time head);
+* ``"conv"``: a 1x1 convolution left at its seeded random initialisation (the paper's
+  untrained convolution: a random projection per grid cell);
+* ``"trained"``: the same convolution trained with circle loss on the hash values plus a
+  quantisation term (our option, not in the paper).
+
+Every head is followed by :class:`~keras_ynet.layers.BitCentering`, whose thresholds are
+fitted on the training codes by :func:`fit_bit_thresholds`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from keras_ynet.layers import PACKAGE, BitCentering
+
+HASH_HEADS = ("mean", "conv", "trained")
+
+
+def hash_grid(height: int, width: int, bits: int):
+    """Chooses the pooling of the core-node grid and the channel count c.
+
+    The grid is average-pooled by factors of 2 until h * w divides ``bits`` (32 bits on
+    an 8x8 grid: pool 2x1 to 4x8, c = 1); then c = bits / (h * w).
+
+    Returns:
+        (pool_h, pool_w, h, w, c)
+    """
+    pool_h = pool_w = 1
+    h, w = height, width
+    while h * w > bits or bits % (h * w):
+        if h >= w and h % 2 == 0:
+            h, pool_h = h // 2, pool_h * 2
+        elif w % 2 == 0:
+            w, pool_w = w // 2, pool_w * 2
+        else:  # odd grid that cannot be halved: collapse it
+            pool_h, pool_w, h, w = pool_h * h, pool_w * w, 1, 1
+    return pool_h, pool_w, h, w, bits // (h * w)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ChannelGroupMean(keras.layers.Layer):
+    """Splits the channels into ``groups`` equal groups and averages each one."""
+
+    def __init__(self, groups: int, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def build(self, input_shape):
+        if input_shape[-1] % self.groups:
+            raise ValueError(
+                f"the mean hash head needs the core node's channels ({input_shape[-1]}) to be a "
+                f"multiple of c = {self.groups} (bits / grid cells); widen stage_widths or use "
+                "hash_head='conv'"
+            )
+
+    def call(self, x):
+        shape = ops.shape(x)
+        channels = x.shape[-1]
+        x = ops.reshape(x, (shape[0], shape[1], shape[2], self.groups, channels // self.groups))
+        return ops.mean(x, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.groups)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+def build_hash_head(core_node, bits: int, head: str, seed: int):
+    """Adds the hash head on the core node tensor; the output layer is named ``hash``."""
+    if head not in HASH_HEADS:
+        raise ValueError(f"hash_head must be one of {HASH_HEADS}, got {head!r}")
+    pool_h, pool_w, _, _, channels = hash_grid(core_node.shape[1], core_node.shape[2], bits)
+    x = core_node
+    if pool_h > 1 or pool_w > 1:
+        x = layers.AveragePooling2D((pool_h, pool_w), name="hash_pool")(x)
+    if head == "mean":
+        x = ChannelGroupMean(channels, name="hash_aggregate")(x)
+    else:
+        conv = layers.Conv2D(
+            channels,
+            1,
+            use_bias=(head == "trained"),
+            kernel_initializer=keras.initializers.GlorotNormal(seed=seed),
+            name="hash_aggregate",
+        )
+        conv.trainable = head == "trained"
+        x = conv(x)
+    # Flatten in (h, w, c) order; bit i belongs to grid cell i // c (used by reports).
+    x = layers.Flatten(name="hash_flatten")(x)
+    return BitCentering(bits, name="hash")(x)
+
+
+def fit_bit_thresholds(pre_activations: np.ndarray) -> np.ndarray:
+    """Per-bit thresholds that split the training codes in half.
+
+    Uses the midpoint between the two middle order statistics rather than the median
+    itself, so no training image sits exactly on a threshold (where float rounding in
+    an export could flip its bit).
+
+    Args:
+        pre_activations: (N, bits) values entering tanh, with thresholds at zero.
+
+    Returns:
+        float32 (bits,) thresholds.
+    """
+    values = np.sort(np.asarray(pre_activations, np.float64), axis=0)
+    n = values.shape[0]
+    if n < 2:
+        raise ValueError("need at least 2 training codes to fit bit thresholds")
+    lower = values[(n - 1) // 2]
+    upper = values[(n - 1) // 2 + 1]
+    return ((lower + upper) / 2).astype(np.float32)
