@@ -1,0 +1,403 @@
+"""Reading and validating a dataset folder (numpy + Pillow only, no TensorFlow).
+
+A dataset is a folder holding ``labels.csv`` and the image/mask files it names::
+
+    id,image,mask,label,split[,extra columns...]
+    r1_Im001,images/r1_Im001.png,masks/r1_Im001.png,normal,train,...
+
+``image`` and ``mask`` are paths relative to the folder (``mask`` may be empty), ``split``
+is one of ``train``, ``val``, ``test``, and extra columns are kept as strings. An optional
+``dataset.json`` declares ``{"name": ..., "mask_classes": [...], "mask_kind": ...}``.
+Masks are uint8 label images: pixel value = index into ``mask_classes``.
+
+:func:`load_dataset` checks everything up front and raises one :class:`DatasetError`
+listing every problem found (row, id, file), so a broken folder is fixed in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REQUIRED_COLUMNS = ("id", "image", "mask", "label", "split")
+SPLITS = ("train", "val", "test")
+# Layouts of the project's two real datasets, used when a folder has no dataset.json.
+FUNDUS_MASK_CLASSES = ("background", "disc", "cup")
+CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
+# Mask kinds whose classes name a body side: a horizontal flip would swap their meaning.
+SIDE_SPECIFIC_KINDS = ("chest",)
+MAX_REPORTED = 20
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
+
+
+class DatasetError(ValueError):
+    """A dataset folder, its labels.csv or one of its files is invalid."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of labels.csv, with file paths made absolute."""
+
+    id: str
+    image: Path
+    mask: Path | None
+    label: str
+    split: str
+    extra: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass
+class DatasetSpec:
+    """A validated dataset folder.
+
+    Attributes:
+        root: the dataset folder.
+        name: ``dataset.json`` name, else the folder name.
+        records: all rows of labels.csv, in file order.
+        class_names: sorted unique labels; label ids index into this list.
+        mask_class_names: names of the mask values 0..K-1 (empty when there are no masks).
+        channels: 1 (grey) or 3 (colour), from the first image.
+        image_size: (height, width) of the first image.
+        mask_kind: ``fundus``, ``chest``, ``lesion``, ... or ``generic`` when unknown.
+    """
+
+    root: Path
+    name: str
+    records: list[Record]
+    class_names: list[str]
+    mask_class_names: list[str]
+    channels: int
+    image_size: tuple[int, int]
+    mask_kind: str = "generic"
+
+    def split(self, name: str) -> list[Record]:
+        """Records of one split (``train``, ``val`` or ``test``), in file order."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return [r for r in self.records if r.split == name]
+
+    def label_ids(self, records: list[Record]) -> np.ndarray:
+        """int32 class ids (indices into ``class_names``) of ``records``."""
+        index = {name: i for i, name in enumerate(self.class_names)}
+        try:
+            return np.array([index[r.label] for r in records], dtype=np.int32)
+        except KeyError as e:
+            raise ValueError(f"label {e.args[0]!r} is not one of {self.class_names}") from None
+
+    def extra_column(self, records: list[Record], col: str, dtype=None) -> list[str] | np.ndarray:
+        """Values of an extra labels.csv column; strings, or an array when ``dtype`` is given."""
+        missing = [r.id for r in records if col not in r.extra]
+        if missing:
+            cols = sorted(records[0].extra) if records else []
+            raise KeyError(
+                f"column {col!r} not in {self.root / 'labels.csv'} (extra columns: {cols})"
+            )
+        values = [r.extra[col] for r in records]
+        return values if dtype is None else np.asarray(values, dtype=dtype)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_mask_classes(self) -> int:
+        return len(self.mask_class_names)
+
+    @property
+    def allows_horizontal_flip(self) -> bool:
+        """False when mask classes are side-specific (JSRT: right lung / left lung)."""
+        sided = any("left" in n or "right" in n for n in self.mask_class_names)
+        return self.mask_kind not in SIDE_SPECIFIC_KINDS and not sided
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    if not Path(path).is_file():
+        raise DatasetError(f"{what} file not found: {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors
+        raise DatasetError(f"cannot read {what} {path}: {e}") from e
+    return img
+
+
+def _header(path: Path, what: str, verify: bool = False) -> tuple[str, tuple[int, int]]:
+    """(mode, (height, width)) from the file header; ``verify`` checks PNG chunk CRCs."""
+    if not path.is_file():
+        raise DatasetError(f"{what} file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            mode, size = img.mode, (img.height, img.width)
+            if verify:
+                img.verify()
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors
+        raise DatasetError(f"cannot read {what} {path}: {e}") from e
+    return mode, size
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Reads an image as uint8 (H, W, C) with C = 1 (grey) or 3 (colour).
+
+    Conversions: RGBA -> RGB and LA -> L drop alpha (no compositing); palette and other
+    colour modes -> RGB; 1-bit -> 0/255; 16-bit grey -> 8-bit by ``round(v / 257)``, which
+    maps 0..65535 linearly onto 0..255 (257 * 255 = 65535). Pillow itself reduces 16-bit
+    RGB PNGs to their high byte.
+
+    Raises:
+        DatasetError: naming the file, when it is missing, truncated or not an image.
+    """
+    img = _open(Path(path), "image")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        arr = np.asarray(img).astype(np.int64)
+        arr = np.clip(np.floor(arr / 257.0 + 0.5), 0, 255).astype(np.uint8)
+        return arr[..., None]
+    if img.mode in GREY_MODES:
+        return np.asarray(img.convert("L"))[..., None]
+    if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        raise DatasetError(f"cannot read image {path}: unsupported mode {img.mode!r}")
+    return np.asarray(img.convert("RGB"))
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """Reads a label mask as uint8 (H, W); pixel value = mask class index.
+
+    Grey and palette PNGs give their stored values (a palette index is the label, as in
+    VOC-style masks); 1-bit masks give 0/1; 16-bit masks must hold values below 256 (labels
+    are never rescaled); a colour mask must be grey (R == G == B).
+
+    Raises:
+        DatasetError: naming the file, when it is missing, unreadable or not a label image.
+    """
+    img = _open(Path(path), "mask")
+    if img.mode in ("L", "P", "1"):
+        return np.asarray(img).astype(np.uint8)
+    if img.mode in ("LA", "PA"):
+        return np.asarray(img)[..., 0].astype(np.uint8)
+    arr = np.asarray(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        if arr.size and (arr.max() > 255 or arr.min() < 0):
+            raise DatasetError(f"mask {path}: 16-bit values up to {arr.max()} are not labels")
+        return arr.astype(np.uint8)
+    if img.mode in ("RGB", "RGBA"):
+        rgb = arr[..., :3]
+        if not (
+            np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+        ):
+            raise DatasetError(f"mask {path}: colour mask; store class indices in a grey PNG")
+        return rgb[..., 0].copy()
+    raise DatasetError(f"mask {path}: unsupported mode {img.mode!r}")
+
+
+def _read_json(root: Path, problems: list[str]) -> dict:
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    classes = meta.get("mask_classes")
+    if classes is not None and (
+        not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+    ):
+        problems.append(f"{path}: mask_classes must be a list of names")
+        meta.pop("mask_classes")
+    return meta
+
+
+def _read_rows(csv_path: Path, problems: list[str]) -> list[tuple[str, Record]]:
+    """Parses labels.csv into (row prefix for messages, Record); row-level problems."""
+    root = csv_path.parent.absolute()
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read {csv_path}: {e}") from e
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        raise DatasetError(f"{csv_path}: empty file; expected header {','.join(REQUIRED_COLUMNS)}")
+    header = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(
+            f"{csv_path} line 1: missing required column(s) {', '.join(missing)}; "
+            f"header is {','.join(header)}"
+        )
+    rows, first_row_of = [], {}
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue  # blank lines are not rows
+        row_no = len(rows) + 1
+        cells = dict(zip(header, (v.strip() for v in values), strict=False))
+        rid = cells.get("id", "")
+        where = f"row {row_no} (line {reader.line_num}), id {rid!r}"
+        bad = []
+        if len(values) != len(header):
+            bad.append(f"has {len(values)} fields, header has {len(header)}")
+        if not rid:
+            bad.append("empty id")
+        elif rid in first_row_of:
+            bad.append(f"duplicate id (first used in row {first_row_of[rid]})")
+        else:
+            first_row_of[rid] = row_no
+        split = cells.get("split", "")
+        if split not in SPLITS:
+            bad.append(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+        for col in ("image", "label"):
+            if not cells.get(col):
+                bad.append(f"empty {col}")
+        problems.extend(f"{where}: {b}" for b in bad)
+        mask = cells.get("mask", "")
+        extra = {k: v for k, v in cells.items() if k not in REQUIRED_COLUMNS}
+        record = Record(
+            rid, root / cells.get("image", ""), root / mask if mask else None,
+            cells.get("label", ""), split, extra,
+        )  # fmt: skip
+        rows.append((where, record))
+    if not rows:
+        raise DatasetError(f"{csv_path}: no data rows")
+    return rows
+
+
+def _infer_layout(root: Path, labels: set[str], max_value: int) -> tuple[list[str], str]:
+    name = root.name.lower()
+    if "rimone" in name or (labels and labels <= {"glaucoma", "normal"}):
+        return list(FUNDUS_MASK_CLASSES), "fundus"
+    if "jsrt" in name:
+        return list(CHEST_MASK_CLASSES), "chest"
+    return [f"class_{i}" for i in range(max_value + 1)], "generic"
+
+
+def load_dataset(
+    root: str | Path, check_files: bool = True, scan_masks: bool = True
+) -> DatasetSpec:
+    """Reads and validates a dataset folder.
+
+    Args:
+        root: folder holding labels.csv (and optionally dataset.json).
+        check_files: check that every image and mask exists and is a readable image
+            (PNG chunks and CRCs are verified without decoding pixels), and that each mask
+            has its image's size.
+        scan_masks: decode every mask and check its values lie within the mask classes.
+            Without dataset.json and outside the known layouts (folder name containing
+            ``rimone`` or glaucoma/normal labels -> background/disc/cup; ``jsrt`` ->
+            background/right_lung/left_lung/heart), the number of mask classes is inferred
+            as max value + 1, which needs the scan: masks are then scanned regardless.
+
+    Returns:
+        The :class:`DatasetSpec`.
+
+    Raises:
+        DatasetError: listing up to ``MAX_REPORTED`` problems, each naming labels.csv, the
+            row (1-based data row and file line) and id, and the file at fault.
+    """
+    root = Path(root).expanduser()
+    csv_path = root / "labels.csv"
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path} not found: a dataset folder needs labels.csv")
+    problems: list[str] = []
+    meta = _read_json(root, problems)
+    rows = _read_rows(csv_path, problems)
+    records = [r for _, r in rows]
+    labels = {r.label for r in records if r.label}
+    if not any(r.split == "train" for r in records):
+        problems.append("no rows with split 'train': the train split is empty")
+
+    declared = meta.get("mask_classes")
+    has_masks = any(r.mask is not None for r in records)
+    known, kind = _infer_layout(root, labels, -1)
+    fixed = declared if declared is not None else (known if kind != "generic" else None)
+    need_scan = has_masks and (scan_masks or fixed is None)
+    image_sizes: dict[str, tuple[int, int]] = {}
+    max_value = -1
+    for where, r in rows:
+        try:
+            if check_files:
+                image_sizes[r.id] = _header(r.image, "image", verify=True)[1]
+            if r.mask is not None and need_scan:
+                mask = load_mask(r.mask)
+                shape, max_value = mask.shape, max(max_value, int(mask.max()))
+                if fixed is not None and mask.max() >= len(fixed):
+                    bad = [int(v) for v in np.unique(mask) if v >= len(fixed)]
+                    problems.append(
+                        f"{where}: mask {r.mask} has values {bad} outside the "
+                        f"{len(fixed)} mask classes {list(fixed)}"
+                    )
+            elif r.mask is not None and check_files:
+                shape = _header(r.mask, "mask", verify=True)[1]
+            else:
+                continue
+        except DatasetError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        size = image_sizes.get(r.id)
+        if size is not None and size != tuple(shape):
+            problems.append(
+                f"{where}: mask {r.mask} is {shape[1]}x{shape[0]} but its image is "
+                f"{size[1]}x{size[0]} (width x height)"
+            )
+    if fixed is not None:
+        mask_class_names = list(fixed) if has_masks or declared is not None else []
+    else:
+        mask_class_names = _infer_layout(root, labels, max_value)[0]
+        if max_value >= 64:
+            problems.append(
+                f"masks hold values up to {max_value}: these look like intensities, not "
+                "class indices; store labels 0..K-1 or declare mask_classes in dataset.json"
+            )
+    if problems:
+        more = len(problems) - MAX_REPORTED
+        lines = "\n  ".join(problems[:MAX_REPORTED])
+        tail = f"\n  and {more} more" if more > 0 else ""
+        raise DatasetError(
+            f"invalid dataset {csv_path}: {len(problems)} problem(s)\n  {lines}{tail}"
+        )
+
+    mode, size = _header(records[0].image, "image")
+    return DatasetSpec(
+        root=root.absolute(),
+        name=str(meta.get("name") or root.name),
+        records=records,
+        class_names=sorted(labels),
+        mask_class_names=mask_class_names,
+        channels=1 if mode in GREY_MODES else 3,
+        image_size=size,
+        mask_kind=str(meta.get("mask_kind") or kind),
+    )
+
+
+def validation_fold(
+    records: list[Record], fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Record], list[Record]]:
+    """Cuts a label-stratified validation fold out of train-split records.
+
+    Used to choose checkpoints without touching the test split. Per label,
+    ``round(fraction * n)`` records go to validation (at least one when the label has two
+    or more records, never all of them). Both lists keep the input order.
+
+    Raises:
+        ValueError: if a record is not from the train split, or fraction is not in (0, 1).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    others = sorted({r.split for r in records} - {"train"})
+    if others:
+        raise ValueError(f"validation_fold takes train-split records only; got splits {others}")
+    rng = np.random.default_rng(seed)
+    val_ids: set[str] = set()
+    for label in sorted({r.label for r in records}):
+        members = [r.id for r in records if r.label == label]
+        n_val = int(np.floor(fraction * len(members) + 0.5))
+        n_val = min(max(n_val, 1 if len(members) >= 2 else 0), len(members) - 1)
+        val_ids.update(members[i] for i in rng.permutation(len(members))[:n_val])
+    return [r for r in records if r.id not in val_ids], [r for r in records if r.id in val_ids]

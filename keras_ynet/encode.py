@@ -1,0 +1,43 @@
+"""Running a trained Y-Net over images: outputs, hash bits and bit-threshold fitting."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from deploy.codes import signs_to_bits
+from keras_ynet.model import YNet
+
+HASH_PRE_ACTIVATION = "hash_flatten"
+
+
+def predict_outputs(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> dict:
+    """All three outputs for uint8/float images (N, H, W, C) in [0, 255]."""
+    return model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+
+
+def hash_pre_activations(model: keras.Model, images: np.ndarray, batch_size: int = 32):
+    """The values entering the bit centring (before thresholds and tanh), (N, bits)."""
+    sub = keras.Model(model.input, model.get_layer(HASH_PRE_ACTIVATION).output)
+    return sub.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+
+
+def calibrate_bit_thresholds(model: YNet, train_images: np.ndarray, batch_size: int = 32):
+    """Fits per-bit thresholds on training images and stores them in the model.
+
+    Afterwards each bit is 1 for half of the training images, so codes are balanced.
+
+    Returns:
+        the thresholds (bits,).
+    """
+    from keras_ynet.hash_head import fit_bit_thresholds
+
+    thresholds = fit_bit_thresholds(hash_pre_activations(model, train_images, batch_size))
+    model.get_layer("hash").thresholds.assign(thresholds)
+    return thresholds
+
+
+def encode_bits(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """{0, 1} hash bits (N, bits): the sign of the ``hash`` output."""
+    hash_values = model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+    return signs_to_bits(hash_values["hash"])

@@ -1,0 +1,231 @@
+"""tf.data input pipeline: records -> batches of (images, {"label", "mask"}).
+
+Design: every image and mask is decoded once with :mod:`keras_ynet.dataset` (Pillow),
+resized and channel-converted in numpy, held in memory as uint8 and sliced with
+``from_tensor_slices``. The datasets are small (rimone_dl: 485 images, about 95 MB at
+256 px), so on a 2-core CPU this beats decoding PNGs with ``tf.io`` every epoch, and the
+same numpy preprocessing (:func:`prepare_image`) serves code that has no TensorFlow
+(indexing, the device runtime). Only augmentation runs inside tf.data.
+
+Conventions:
+* images: float32 pixel values in [0, 255], shape (B, S, S, C); the model rescales them;
+* labels: int32 (B,) indices into ``DatasetSpec.class_names``;
+* masks: int32 (B, S, S) indices into ``DatasetSpec.mask_class_names``;
+* images resize bilinear (antialiased when shrinking), masks nearest-neighbour only
+  (interpolating labels would invent classes at boundaries);
+* grey -> RGB replicates the channel; RGB -> grey is ITU-R BT.601 luma.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from keras_ynet.dataset import DatasetSpec, Record, load_image, load_mask
+
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
+MAX_ROTATION_DEG = 10.0
+SCALE_RANGE = (0.9, 1.1)
+BRIGHTNESS = 0.1  # additive, as a fraction of 255
+CONTRAST = 0.1  # multiplicative around the image mean
+
+
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (H, W, C) with C in {1, 3} -> (H, W, channels)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    have = image.shape[-1]
+    if have == channels:
+        return image
+    if have == 1:
+        return np.repeat(image, 3, axis=-1)
+    luma = image[..., :3].astype(np.float64) @ LUMA_WEIGHTS
+    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+def prepare_image(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+    """uint8 (H, W, C) -> uint8 (image_size, image_size, channels); bilinear, antialiased."""
+    if image.shape[:2] != (image_size, image_size):
+        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        # Pillow widens the bilinear kernel when shrinking, i.e. it antialiases.
+        resized = np.asarray(pil.resize((image_size, image_size), Image.BILINEAR))
+        image = resized.reshape(image_size, image_size, image.shape[-1])
+    return convert_channels(image, channels)
+
+
+def resize_mask(mask: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 (H, W) labels -> (image_size, image_size), nearest-neighbour."""
+    if mask.shape == (image_size, image_size):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((image_size, image_size), Image.NEAREST))
+
+
+def _require_masks(records: list[Record]) -> None:
+    missing = [r.id for r in records if r.mask is None]
+    if missing:
+        raise ValueError(f"records without a mask: {missing[:5]}; Y-Net trains on masks")
+
+
+def load_arrays(
+    records: list[Record], image_size: int, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes and prepares records: uint8 images (N, S, S, C) and masks (N, S, S)."""
+    _require_masks(records)
+    images = np.empty((len(records), image_size, image_size, channels), np.uint8)
+    masks = np.empty((len(records), image_size, image_size), np.uint8)
+    for i, r in enumerate(records):
+        images[i] = prepare_image(load_image(r.image), image_size, channels)
+        masks[i] = resize_mask(load_mask(r.mask), image_size)
+    return images, masks
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_arrays(paths: tuple, image_size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    records = [Record(str(i), image, mask, "", "train") for i, (image, mask) in enumerate(paths)]
+    images, masks = load_arrays(records, image_size, channels)
+    images.flags.writeable = masks.flags.writeable = False  # shared between callers
+    return images, masks
+
+
+def _seed_pair(seed) -> tf.Tensor:
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    return tf.stack([seed, tf.zeros_like(seed)]) if seed.shape.rank == 0 else seed
+
+
+def augment_pair(
+    image,
+    mask,
+    seed,
+    *,
+    flip: bool = True,
+    max_rotation_deg: float = MAX_ROTATION_DEG,
+    scale_range: tuple[float, float] = SCALE_RANGE,
+    brightness: float = BRIGHTNESS,
+    contrast: float = CONTRAST,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random flip, rotation and scale applied identically to an image and its mask,
+    then brightness/contrast jitter on the image only.
+
+    The mask is resampled nearest-neighbour, so it keeps its label set; out-of-frame
+    pixels are filled by reflection in both, so they stay aligned there too.
+
+    Args:
+        image: (H, W, C) pixel values in [0, 255], any numeric dtype.
+        mask: (H, W) integer labels.
+        seed: int or shape-(2,) integer tensor; the same seed gives the same result.
+        flip: allow a random horizontal flip (turn off for side-specific classes).
+        max_rotation_deg: rotation drawn from [-max, max] degrees.
+        scale_range: zoom factor range (> 1 enlarges the content).
+        brightness: additive shift drawn from [-b, b] * 255.
+        contrast: factor drawn from [1 - c, 1 + c], around the image mean.
+
+    Returns:
+        float32 image (H, W, C) clipped to [0, 255], int32 mask (H, W).
+    """
+    image = tf.cast(image, tf.float32)
+    mask = tf.cast(mask, tf.int32)
+    s_flip, s_rot, s_scale, s_bright, s_contrast = tf.unstack(
+        tf.random.experimental.stateless_split(_seed_pair(seed), num=5)
+    )
+    if flip:
+        do_flip = tf.random.stateless_uniform([], s_flip) < 0.5
+        image = tf.where(do_flip, tf.reverse(image, [1]), image)
+        mask = tf.where(do_flip, tf.reverse(mask, [1]), mask)
+
+    limit = np.deg2rad(max_rotation_deg)
+    angle = tf.random.stateless_uniform([], s_rot, -limit, limit)
+    scale = tf.random.stateless_uniform([], s_scale, scale_range[0], scale_range[1])
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    cx, cy = (tf.cast(w, tf.float32) - 1) / 2, (tf.cast(h, tf.float32) - 1) / 2
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    # Maps each output pixel (x, y) to the input point it samples, about the centre.
+    transform = tf.stack(
+        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    )[None]
+
+    def warp(x, interpolation):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=x[None], transforms=transform, output_shape=tf.stack([h, w]),
+            fill_value=0.0, interpolation=interpolation, fill_mode="REFLECT",
+        )[0]  # fmt: skip
+
+    image = warp(image, "BILINEAR")
+    mask = tf.cast(warp(tf.cast(mask[..., None], tf.float32), "NEAREST")[..., 0], tf.int32)
+
+    if contrast:
+        factor = tf.random.stateless_uniform([], s_contrast, 1 - contrast, 1 + contrast)
+        mean = tf.reduce_mean(image)
+        image = (image - mean) * factor + mean
+    if brightness:
+        image += 255.0 * tf.random.stateless_uniform([], s_bright, -brightness, brightness)
+    return tf.clip_by_value(image, 0.0, 255.0), mask
+
+
+def make_dataset(
+    spec: DatasetSpec,
+    records: list[Record],
+    image_size: int,
+    channels: int,
+    batch_size: int,
+    augment: bool,
+    shuffle: bool,
+    seed: int,
+    repeat: bool = False,
+    cache: bool = True,
+    flip: bool | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches of ``(images, {"label": labels, "mask": masks})`` from ``records``.
+
+    Args:
+        spec: the dataset the records come from (class names, mask kind).
+        records: e.g. ``spec.split("train")``; without shuffling, batches keep their order.
+        image_size: side of the square images and masks fed to the model.
+        channels: 1 or 3; images are converted to it.
+        batch_size: images per batch.
+        augment: apply :func:`augment_pair` (new random draws every epoch).
+        shuffle: reshuffle the records every epoch.
+        seed: seeds shuffling and augmentation; the same seed gives the same batches.
+        repeat: repeat forever (for ``steps_per_epoch``).
+        cache: keep the decoded arrays in memory for later calls with the same records.
+        flip: horizontal flips in augmentation; None = ``spec.allows_horizontal_flip``
+            (off for chest masks, whose right/left lung labels a flip would swap).
+        drop_remainder: drop the last partial batch.
+    """
+    if not records:
+        raise ValueError("make_dataset got no records")
+    _require_masks(records)
+    if cache:
+        paths = tuple((r.image, r.mask) for r in records)
+        images, masks = _cached_arrays(paths, image_size, channels)
+    else:
+        images, masks = load_arrays(records, image_size, channels)
+    labels = spec.label_ids(records)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels, masks))
+    if shuffle:
+        ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if augment:
+        use_flip = spec.allows_horizontal_flip if flip is None else flip
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def apply(example, pair_seed):
+            image, label, mask = example
+            image, mask = augment_pair(image, mask, pair_seed, flip=use_flip)
+            return image, {"label": label, "mask": mask}
+
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    else:
+        ds = ds.map(
+            lambda image, label, mask: (
+                tf.cast(image, tf.float32),
+                {"label": label, "mask": tf.cast(mask, tf.int32)},
+            )
+        )
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
