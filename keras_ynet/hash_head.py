@@ -102,11 +102,13 @@ def build_hash_head(core_node, bits: int, head: str, seed: int):
 
 
 def fit_bit_thresholds(pre_activations: np.ndarray) -> np.ndarray:
-    """Per-bit thresholds that split the training codes in half.
+    """Per-bit thresholds that split the training codes as close to half as possible.
 
-    Uses the midpoint between the two middle order statistics rather than the median
-    itself, so no training image sits exactly on a threshold (where float rounding in
-    an export could flip its bit).
+    Each threshold is a midpoint between two neighbouring distinct training values, so
+    no training image sits exactly on a threshold (where float rounding in an export
+    could flip its bit). Where many images share one value (a ReLU that is zero for
+    most of them), the midpoint whose split is nearest to 50% is chosen. A bit that has
+    the same value on every training image stays constant (threshold just below it).
 
     Args:
         pre_activations: (N, bits) values entering tanh, with thresholds at zero.
@@ -115,9 +117,17 @@ def fit_bit_thresholds(pre_activations: np.ndarray) -> np.ndarray:
         float32 (bits,) thresholds.
     """
     values = np.sort(np.asarray(pre_activations, np.float64), axis=0)
-    n = values.shape[0]
+    n, bits = values.shape
     if n < 2:
         raise ValueError("need at least 2 training codes to fit bit thresholds")
-    lower = values[(n - 1) // 2]
-    upper = values[(n - 1) // 2 + 1]
-    return ((lower + upper) / 2).astype(np.float32)
+    thresholds = np.empty(bits)
+    for b in range(bits):
+        column = values[:, b]
+        gaps = np.flatnonzero(np.diff(column) > 0)  # split after index i: n-1-i ones
+        if gaps.size == 0:
+            thresholds[b] = column[0] - 1.0
+            continue
+        ones = n - 1 - gaps
+        best = gaps[np.argmin(np.abs(ones - n / 2))]
+        thresholds[b] = (column[best] + column[best + 1]) / 2
+    return thresholds.astype(np.float32)

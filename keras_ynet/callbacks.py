@@ -1,0 +1,87 @@
+"""Training callbacks: retrieval-based checkpointing and a whole-run progress line."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from keras_ynet.encode import hash_pre_activations
+from keras_ynet.hash_head import fit_bit_thresholds
+from keras_ynet.metrics import map_at_k
+
+
+class RetrievalCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights with the best validation mAP@k (convention ``k``).
+
+    After each epoch, bit thresholds are fitted on the database images (the train part
+    of the train split), the validation fold is queried against them by Hamming
+    distance, and ``val_map@k`` is added to the logs. The best weights are restored
+    when training ends. The test split is never used.
+    """
+
+    def __init__(self, db_images, db_labels, val_images, val_labels, k=10, batch_size=32):
+        super().__init__()
+        self.db_images, self.db_labels = db_images, np.asarray(db_labels)
+        self.val_images, self.val_labels = val_images, np.asarray(val_labels)
+        self.k, self.batch_size = k, batch_size
+        self.best, self.best_epoch, self.best_weights = -1.0, -1, None
+        self.key = f"val_map@{k}"
+
+    def score(self) -> float:
+        pre_db = hash_pre_activations(self.model, self.db_images, self.batch_size)
+        pre_val = hash_pre_activations(self.model, self.val_images, self.batch_size)
+        thresholds = fit_bit_thresholds(pre_db)
+        db_bits = (pre_db > thresholds).astype(np.uint8)
+        val_bits = (pre_val > thresholds).astype(np.uint8)
+        return map_at_k(val_bits, self.val_labels, db_bits, self.db_labels, self.k, "k")
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self.score()
+        if logs is not None:
+            logs[self.key] = value
+        # ">=": on a tie the later (longer-trained) weights win.
+        if value >= self.best:
+            self.best, self.best_epoch = value, epoch
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            print(f"restored weights of epoch {self.best_epoch + 1} ({self.key} = {self.best:.4f})")
+
+
+class RunProgress(keras.callbacks.Callback):
+    """Prints one line per epoch: elapsed time, ETA of the whole run and images/s."""
+
+    def __init__(self, epochs: int, images_per_epoch: int):
+        super().__init__()
+        self.epochs, self.images_per_epoch = epochs, images_per_epoch
+        self.train_seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.train_seconds += now - self.epoch_start
+        elapsed = now - self.start
+        done = epoch + 1
+        eta = elapsed / done * (self.epochs - done)
+        rate = self.images_per_epoch / max(now - self.epoch_start, 1e-9)
+        shown = ", ".join(
+            f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "val_map@10")
+        )
+        print(
+            f"[{done}/{self.epochs}] elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min, "
+            f"{rate:.1f} images/s, {shown}",
+            flush=True,
+        )
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_per_epoch * self.epochs / max(self.train_seconds, 1e-9)

@@ -1,0 +1,241 @@
+"""Trains Y-Net on a dataset folder and evaluates it on the test split.
+
+Usage:
+    python -m keras_ynet.train                      # built-in phantoms, a few minutes
+    python -m keras_ynet.train --data ../shared/data/rimone_dl --out runs/rimone
+
+Writes RUN_DIR/model.keras, run_config.json (settings + the data trained on),
+history.csv (every loss term and coupling weight per epoch), metrics.json (test-split
+retrieval) and train_info.json (timing, best epoch, bit balance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from keras_ynet.run_config import RunConfig
+
+PHANTOM_IMAGE_SIZE = 128
+
+
+def dataset_fingerprint(root: Path) -> str:
+    """sha256 of labels.csv: names the exact table a model was trained on."""
+    return hashlib.sha256((Path(root) / "labels.csv").read_bytes()).hexdigest()
+
+
+def build_model(config: RunConfig, spec, image_size: int):
+    from keras_ynet.model import YNet
+
+    return YNet(
+        input_shape=(image_size, image_size, spec.channels),
+        num_classes=spec.num_classes,
+        num_mask_classes=spec.num_mask_classes,
+        bits=config.bits,
+        variant=config.variant,
+        hash_head=config.hash_head,
+        coupling=config.coupling,
+        coupling_weights=config.coupling_weights,
+        stem_filters=config.stem_filters,
+        stage_widths=config.stage_widths,
+        stage_blocks=config.stage_blocks,
+        class_names=spec.class_names,
+        mask_class_names=spec.mask_class_names,
+        seed=config.seed,
+    )
+
+
+def train(config: RunConfig, verbose: int = 2) -> dict:
+    """Runs one training run as described by ``config``; returns a summary dict."""
+    import keras
+
+    from keras_ynet.callbacks import RetrievalCheckpoint, RunProgress
+    from keras_ynet.dataset import load_dataset, validation_fold
+    from keras_ynet.encode import calibrate_bit_thresholds, encode_bits
+    from keras_ynet.evaluate import evaluate_model
+    from keras_ynet.phantoms import default_phantom_dir
+    from keras_ynet.pipeline import load_arrays, make_dataset
+    from keras_ynet.saving import save_ynet
+
+    keras.utils.set_random_seed(config.seed)
+    data_dir = Path(config.data) if config.data else default_phantom_dir(kind="fundus")
+    spec = load_dataset(data_dir)
+    size = config.image_size
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    fit_records, val_records = validation_fold(
+        spec.split("train"), config.val_fraction, seed=config.seed
+    )
+    if len(fit_records) < 2 or len(val_records) < 1:
+        raise ValueError(f"{data_dir}: the train split is too small to hold out a validation fold")
+    batch = min(config.batch_size, len(fit_records))
+    train_ds = make_dataset(
+        spec,
+        fit_records,
+        size,
+        spec.channels,
+        batch,
+        augment=config.augment,
+        shuffle=True,
+        seed=config.seed,
+        drop_remainder=True,
+    )
+    val_ds = make_dataset(spec, val_records, size, spec.channels, batch, False, False, config.seed)
+    fit_images, _ = load_arrays(fit_records, size, spec.channels)
+    val_images, _ = load_arrays(val_records, size, spec.channels)
+
+    model = build_model(config, spec, size)
+    steps = len(fit_records) // batch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, steps * config.epochs), alpha=0.01
+    )
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay))
+
+    checkpoint = RetrievalCheckpoint(
+        fit_images, spec.label_ids(fit_records), val_images, spec.label_ids(val_records)
+    )
+    progress = RunProgress(config.epochs, steps * batch)
+    print(
+        f"training {config.variant} ({model.count_params():,} parameters, {config.bits} bits) on "
+        f"{spec.name}: {len(fit_records)} train / {len(val_records)} validation images at "
+        f"{size}px, {config.epochs} epochs",
+        flush=True,
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=[checkpoint, progress, keras.callbacks.CSVLogger(str(out / "history.csv"))],
+        verbose=verbose,
+    )
+    train_seconds = time.perf_counter() - started
+
+    # Bits are centred on the whole train split (the retrieval database).
+    train_images, _ = load_arrays(spec.split("train"), size, spec.channels)
+    calibrate_bit_thresholds(model, train_images)
+    ones = encode_bits(model, train_images).mean(axis=0)
+    save_ynet(model, out / "model.keras")
+
+    run_record = {
+        **dataclasses.asdict(config),
+        "data": str(data_dir),
+        "dataset": {
+            "name": spec.name,
+            "root": str(Path(data_dir).resolve()),
+            "labels_sha256": dataset_fingerprint(data_dir),
+            "class_names": spec.class_names,
+            "mask_class_names": spec.mask_class_names,
+            "n_train": len(fit_records),
+            "n_validation": len(val_records),
+            "n_test": len(spec.split("test")),
+        },
+    }
+    (out / "run_config.json").write_text(json.dumps(run_record, indent=2))
+    report = evaluate_model(model, spec)
+    (out / "metrics.json").write_text(json.dumps(report.to_dict(), indent=2))
+    info = {
+        "train_seconds": round(train_seconds, 1),
+        "images_per_second": round(progress.images_per_second, 2),
+        "epochs_run": len(history.history.get("loss", [])),
+        "best_epoch": checkpoint.best_epoch + 1,
+        "best_val_map@10": checkpoint.best,
+        "bit_balance_min": float(ones.min()),
+        "bit_balance_max": float(ones.max()),
+        "parameters": model.count_params(),
+    }
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    print(f"\n# Test-split retrieval on {spec.name} ({config.bits} bits)\n")
+    print(report.to_markdown())
+    print(f"wrote {out}/model.keras, run_config.json, history.csv, metrics.json, train_info.json")
+    return {"out": str(out), "report": report, "info": info, "model": model}
+
+
+def parse_args(argv=None) -> RunConfig:
+    d = RunConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m keras_ynet.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", help="dataset folder with labels.csv (default: built-in phantoms)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<variant>)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default {d.epochs} ({PHANTOM_EPOCHS} on phantoms)",
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"default {d.image_size} ({PHANTOM_IMAGE_SIZE} on phantoms)",
+    )
+    p.add_argument("--bits", type=int, default=d.bits, choices=(32, 64, 128, 256))
+    p.add_argument(
+        "--variant", default=d.variant, choices=("ynet", "no_fpn", "no_rmac", "no_circle")
+    )
+    p.add_argument("--coupling", default=d.coupling, choices=("alpha", "uncertainty", "fixed"))
+    p.add_argument(
+        "--coupling-weights",
+        type=float,
+        nargs=2,
+        default=d.coupling_weights,
+        metavar=("W_CLS", "W_SEG"),
+        help="weights for --coupling fixed",
+    )
+    p.add_argument("--hash-head", default=d.hash_head, choices=("mean", "conv", "trained"))
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    a = p.parse_args(argv)
+    phantoms = a.data is None
+    name = "phantoms" if phantoms else Path(a.data).name
+    config = RunConfig(
+        data=a.data,
+        out=a.out or f"runs/{name}-{a.variant}",
+        epochs=a.epochs or (PHANTOM_EPOCHS if phantoms else d.epochs),
+        batch_size=a.batch_size,
+        image_size=a.image_size or (PHANTOM_IMAGE_SIZE if phantoms else d.image_size),
+        bits=a.bits,
+        variant=a.variant,
+        coupling=a.coupling,
+        coupling_weights=tuple(a.coupling_weights),
+        hash_head=a.hash_head,
+        learning_rate=a.learning_rate,
+        weight_decay=a.weight_decay,
+        val_fraction=a.val_fraction,
+        seed=a.seed,
+        augment=not a.no_augment,
+    )
+    return config, a.debug
+
+
+PHANTOM_EPOCHS = 15
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, debug = parse_args(argv)
+    try:
+        train(config, verbose=1 if sys.stdout.isatty() else 2)
+    except (OSError, ValueError) as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""YNet graph: outputs of every variant and bit length, config and save/load identity."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+
+from keras_ynet.encode import calibrate_bit_thresholds, encode_bits, hash_pre_activations
+from keras_ynet.hash_head import fit_bit_thresholds, hash_grid
+from keras_ynet.layers import rmac_regions
+from keras_ynet.model import VARIANTS, YNet
+from keras_ynet.saving import load_ynet, save_ynet
+
+
+def images(n=4, seed=0, shape=(64, 64, 1)):
+    return np.random.default_rng(seed).uniform(0, 255, (n, *shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bits", [32, 64, 128, 256])
+def test_outputs_named_and_shaped(variant, bits):
+    model = YNet(**TINY, bits=bits, variant=variant)
+    out = model(images(2), training=False)
+    assert set(out) == {"embedding", "mask", "hash"}
+    assert tuple(out["embedding"].shape) == (2, 16)
+    assert tuple(out["mask"].shape) == (2, 64, 64, 3)
+    assert tuple(out["hash"].shape) == (2, bits)
+    norms = np.linalg.norm(np.asarray(out["embedding"]), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-4)
+    h = np.asarray(out["hash"])
+    assert np.all(np.abs(h) <= 1.0)
+
+
+@pytest.mark.parametrize("head", ["mean", "conv", "trained"])
+def test_hash_heads_build(head):
+    model = YNet(**TINY, hash_head=head)
+    assert model(images(1))["hash"].shape == (1, 64)
+
+
+def test_rmac_regions_on_the_paper_grid():
+    # 8x8 core node, L=3: 1 full region, 2x2 regions of side 5, 3x3 of side 4.
+    regions = rmac_regions(8, 8, levels=3)
+    sides = sorted({r[2] for r in regions})
+    assert sides == [4, 5, 8]
+    assert len(regions) == 1 + 4 + 9
+    assert (3, 3, 5, 5) in regions and (4, 4, 4, 4) in regions
+
+
+def test_hash_grid_matches_the_paper():
+    assert hash_grid(8, 8, 64) == (1, 1, 8, 8, 1)  # 256x8x8 -> 1x8x8
+    assert hash_grid(8, 8, 256) == (1, 1, 8, 8, 4)
+    assert hash_grid(8, 8, 32) == (2, 1, 4, 8, 1)  # pool the grid for 32 bits
+    assert hash_grid(2, 2, 256) == (1, 1, 2, 2, 64)
+
+
+def test_invalid_arguments_are_refused():
+    with pytest.raises(ValueError, match="bits"):
+        YNet(**TINY, bits=48)
+    with pytest.raises(ValueError, match="variant"):
+        YNet(**TINY, variant="nope")
+    with pytest.raises(ValueError, match="input_shape"):
+        YNet(**{**TINY, "input_shape": (64, 64, 2)})
+
+
+def test_config_round_trip():
+    model = YNet(**TINY, bits=128, variant="no_circle", class_names=["a", "b"])
+    clone = YNet.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    assert clone.count_params() == model.count_params()
+
+
+def test_save_load_identity(tmp_path):
+    model = YNet(**TINY, coupling="alpha", class_names=["normal", "glaucoma"])
+    x = images(6)
+    calibrate_bit_thresholds(model, x)
+    path = save_ynet(model, tmp_path / "m.keras")
+    loaded = load_ynet(path)
+    a, b = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for name in ("embedding", "mask", "hash"):
+        np.testing.assert_array_equal(a[name], b[name])
+    assert loaded.class_names == ["normal", "glaucoma"]
+    np.testing.assert_array_equal(
+        loaded.get_layer("hash").thresholds.numpy(), model.get_layer("hash").thresholds.numpy()
+    )
+    assert float(loaded.loss_coupling.alpha.numpy()) == 0.5
+
+
+def test_failed_save_keeps_previous_model(tmp_path, monkeypatch):
+    model = YNet(**TINY)
+    path = save_ynet(model, tmp_path / "m.keras")
+    before = path.read_bytes()
+
+    def broken_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"half a zip")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(YNet, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_ynet(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]  # no temp file left
+    load_ynet(path)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        load_ynet(tmp_path / "missing.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a model")
+    with pytest.raises(ValueError, match="bad.keras"):
+        load_ynet(bad)
+
+
+def test_bit_thresholds_balance_the_training_codes():
+    """Without centring every bit of a ReLU-fed mean head is 1; with it, half are."""
+    keras.utils.set_random_seed(0)
+    # 256 channels on the core node, as in the paper, so each bit averages 64 channels.
+    model = YNet(**{**TINY, "stage_widths": (4, 4, 4, 64)})
+    x = images(21, seed=3)
+    # A channel mean of ReLU outputs is never negative: no bit could ever be 0 but for
+    # exact zeros. That is the failure the thresholds fix.
+    assert hash_pre_activations(model, x).min() >= 0.0
+    calibrate_bit_thresholds(model, x)
+    balance = encode_bits(model, x).mean(axis=0)
+    assert np.all((balance >= 0.3) & (balance <= 0.7))
+    assert np.median(balance) == pytest.approx(11 / 21)  # 21 images: 11 above the split
+
+
+def test_fit_bit_thresholds_by_hand():
+    values = np.array([[1.0, 10.0], [3.0, 30.0], [2.0, 20.0], [4.0, 40.0]])
+    # sorted column 0: 1,2,3,4 -> midpoint of 2 and 3 = 2.5; column 1 -> 25.
+    np.testing.assert_allclose(fit_bit_thresholds(values), [2.5, 25.0])
+    with pytest.raises(ValueError):
+        fit_bit_thresholds(values[:1])
+
+
+def test_model_is_registered_for_safe_mode():
+    assert keras.saving.get_registered_object("keras_ynet>YNet") is YNet
