@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deploy import preprocess
+
 REQUIRED_COLUMNS = ("id", "image", "mask", "label", "split")
 SPLITS = ("train", "val", "test")
 # Layouts of the project's two real datasets, used when a folder has no dataset.json.
@@ -33,7 +35,6 @@ CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
 # Mask kinds whose classes name a body side: a horizontal flip would swap their meaning.
 SIDE_SPECIFIC_KINDS = ("chest",)
 MAX_REPORTED = 20
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
 
 
 class DatasetError(ValueError):
@@ -117,14 +118,10 @@ class DatasetSpec:
 
 
 def _open(path: Path, what: str) -> Image.Image:
-    if not Path(path).is_file():
-        raise DatasetError(f"{what} file not found: {path}")
     try:
-        img = Image.open(path)
-        img.load()
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors
-        raise DatasetError(f"cannot read {what} {path}: {e}") from e
-    return img
+        return preprocess.open_image(path, what)
+    except preprocess.ImageError as e:
+        raise DatasetError(str(e)) from None
 
 
 def _header(path: Path, what: str, verify: bool = False) -> tuple[str, tuple[int, int]]:
@@ -142,26 +139,15 @@ def _header(path: Path, what: str, verify: bool = False) -> tuple[str, tuple[int
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Reads an image as uint8 (H, W, C) with C = 1 (grey) or 3 (colour).
-
-    Conversions: RGBA -> RGB and LA -> L drop alpha (no compositing); palette and other
-    colour modes -> RGB; 1-bit -> 0/255; 16-bit grey -> 8-bit by ``round(v / 257)``, which
-    maps 0..65535 linearly onto 0..255 (257 * 255 = 65535). Pillow itself reduces 16-bit
-    RGB PNGs to their high byte.
+    """Reads an image as uint8 (H, W, 1 or 3); see :mod:`deploy.preprocess` for the rules.
 
     Raises:
         DatasetError: naming the file, when it is missing, truncated or not an image.
     """
-    img = _open(Path(path), "image")
-    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
-        arr = np.asarray(img).astype(np.int64)
-        arr = np.clip(np.floor(arr / 257.0 + 0.5), 0, 255).astype(np.uint8)
-        return arr[..., None]
-    if img.mode in GREY_MODES:
-        return np.asarray(img.convert("L"))[..., None]
-    if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
-        raise DatasetError(f"cannot read image {path}: unsupported mode {img.mode!r}")
-    return np.asarray(img.convert("RGB"))
+    try:
+        return preprocess.load_image(path)
+    except preprocess.ImageError as e:
+        raise DatasetError(str(e)) from None
 
 
 def load_mask(path: str | Path) -> np.ndarray:
@@ -370,7 +356,7 @@ def load_dataset(
         records=records,
         class_names=sorted(labels),
         mask_class_names=mask_class_names,
-        channels=1 if mode in GREY_MODES else 3,
+        channels=1 if mode in preprocess.GREY_MODES else 3,
         image_size=size,
         mask_kind=str(meta.get("mask_kind") or kind),
     )

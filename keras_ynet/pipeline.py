@@ -24,36 +24,13 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from deploy.preprocess import prepare_image
 from keras_ynet.dataset import DatasetSpec, Record, load_image, load_mask
 
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 MAX_ROTATION_DEG = 10.0
 SCALE_RANGE = (0.9, 1.1)
 BRIGHTNESS = 0.1  # additive, as a fraction of 255
 CONTRAST = 0.1  # multiplicative around the image mean
-
-
-def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 (H, W, C) with C in {1, 3} -> (H, W, channels)."""
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    have = image.shape[-1]
-    if have == channels:
-        return image
-    if have == 1:
-        return np.repeat(image, 3, axis=-1)
-    luma = image[..., :3].astype(np.float64) @ LUMA_WEIGHTS
-    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
-
-
-def prepare_image(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
-    """uint8 (H, W, C) -> uint8 (image_size, image_size, channels); bilinear, antialiased."""
-    if image.shape[:2] != (image_size, image_size):
-        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        # Pillow widens the bilinear kernel when shrinking, i.e. it antialiases.
-        resized = np.asarray(pil.resize((image_size, image_size), Image.BILINEAR))
-        image = resized.reshape(image_size, image_size, image.shape[-1])
-    return convert_channels(image, channels)
 
 
 def resize_mask(mask: np.ndarray, image_size: int) -> np.ndarray:
