@@ -1,0 +1,33 @@
+# The two set-up commands of the README: `make demo` (main job) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install node demo test lint clean
+
+$(BIN)/activate: requirements.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+# onnxruntime-node's post-install step would download GPU extras: skip it, the CPU
+# binaries ship inside the package.
+node: deploy/node/package-lock.json
+	cd deploy/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+
+demo: install
+	$(BIN)/python -m keras_ynet.demo
+
+test: install node
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs artifacts deploy/node/node_modules
