@@ -1,0 +1,268 @@
+"""deploy.index.HammingIndex: results, delta, compact, save/load and every misuse error."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deploy import codes
+from deploy import index as index_module
+from deploy.index import HammingIndex, Hit
+
+
+def clustered(rng, n, centres, flip=0.1):
+    picked = centres[rng.integers(0, len(centres), n)]
+    return picked ^ (rng.random(picked.shape) < flip).astype(np.uint8)
+
+
+def brute_force(queries, db, k):
+    dist = codes.hamming_distance_matrix(queries, db)
+    idx = np.argsort(dist, axis=1, kind="stable")[:, :k]  # ties by insertion order
+    return idx, np.take_along_axis(dist, idx, axis=1)
+
+
+def data(kind, n, n_queries=30, bits=64, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        return (
+            rng.integers(0, 2, (n, bits), dtype=np.uint8),
+            rng.integers(0, 2, (n_queries, bits), dtype=np.uint8),
+        )
+    centres = rng.integers(0, 2, (10, bits), dtype=np.uint8)
+    return clustered(rng, n, centres), clustered(rng, n_queries, centres)
+
+
+def make(db, **kwargs):
+    index = HammingIndex(db.shape[1], "enc-1", **kwargs)
+    index.batch_add(
+        db, [f"img{i}" for i in range(len(db))], [{"label": i % 3} for i in range(len(db))]
+    )
+    return index
+
+
+def test_literal_lookup_returns_hits():
+    index = HammingIndex(bits=32, fingerprint="enc-1")
+    index.add([0] * 32, id="a", metadata={"path": "a.png", "label": 1})
+    index.add(np.uint8([1] * 32), id=7)
+    index.add(codes.pack_bits(np.uint8([0] * 31 + [1])), id="c")  # packed form
+    hits = index.lookup([0] * 32, k=2)
+    assert hits == [
+        Hit(rank=1, id="a", distance=0, position=0, metadata={"path": "a.png", "label": 1}),
+        Hit(rank=2, id="c", distance=1, position=2, metadata={}),
+    ]
+    assert [h.id for h in index.lookup([1] * 32, k=10)] == [7, "c", "a"]  # k > len: all
+    assert len(index) == 3
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+def test_default_backend_equals_brute_force(kind):
+    db, queries = data(kind, 1200)
+    index = make(db)
+    index.build()
+    expected_idx, expected_dist = brute_force(queries, db, 10)
+    positions, distances = index.search(queries, 10)
+    np.testing.assert_array_equal(positions, expected_idx)
+    np.testing.assert_array_equal(distances, expected_dist)
+    hits = index.batch_lookup(queries, 10)
+    assert [[h.position for h in row] for row in hits] == expected_idx.tolist()
+    assert hits[0][0].id == f"img{expected_idx[0, 0]}"
+    assert [index.lookup(q, 10) for q in queries[:5]] == hits[:5]  # batch == single
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+def test_annoy_exhaustive_with_delta_equals_brute_force(kind):
+    db, queries = data(kind, 400)
+    # search_k = n_trees * len makes Annoy visit every leaf: re-ranking, tie order and
+    # the merge with the delta must then give exactly the brute-force top-k.
+    index = make(db[:300], backend="annoy", n_trees=5, search_k=5 * 400)
+    index.build()
+    index.batch_add(db[300:], [f"img{i}" for i in range(300, 400)])  # after build: delta
+    assert index._n_annoy == 300 and len(index) == 400
+    for k in (1, 10, 500):
+        expected_idx, expected_dist = brute_force(queries, db, k)
+        positions, distances = index.search(queries, k)
+        np.testing.assert_array_equal(positions, expected_idx)
+        np.testing.assert_array_equal(distances, expected_dist)
+    index.compact()
+    assert index._n_annoy == 400
+    np.testing.assert_array_equal(index.search(queries, 10)[0], brute_force(queries, db, 10)[0])
+
+
+def test_annoy_default_search_k_reports_exact_distances_in_order():
+    db, queries = data("clustered", 2000)
+    index = make(db, backend="annoy", n_trees=10)
+    index.build()
+    index.batch_add(db[:50] ^ 1, [f"new{i}" for i in range(50)])  # a delta as well
+    all_db = np.concatenate([db, db[:50] ^ 1])
+    positions, distances = index.search(queries, 10)
+    true = codes.hamming_distance_matrix(queries, all_db)
+    np.testing.assert_array_equal(distances, np.take_along_axis(true, positions, axis=1))
+    keys = distances.astype(np.int64) * len(all_db) + positions  # (distance, position)
+    assert (np.diff(keys, axis=1) > 0).all()
+    # Approximate: never better than exact at any rank; recall is 0.77 with this seed.
+    assert (distances >= brute_force(queries, all_db, 10)[1]).all()
+    expected = brute_force(queries, all_db, 10)[0]
+    recall = np.mean([len(set(p) & set(e)) / 10 for p, e in zip(positions, expected, strict=True)])
+    assert recall > 0.5
+
+
+def test_auto_uses_annoy_only_from_annoy_min_items():
+    db, _ = data("random", 100)
+    assert not make(db).uses_annoy()  # default: never
+    small = make(db[:99], annoy_min_items=100)
+    small.build()
+    assert not small.uses_annoy() and small._annoy is None
+    large = make(db, annoy_min_items=100, n_trees=3)
+    large.build()
+    assert large.uses_annoy() and large._n_annoy == 100
+
+
+@pytest.mark.parametrize("backend", ["exact", "annoy"])
+def test_save_load_round_trip(tmp_path, backend):
+    db, queries = data("clustered", 300)
+    index = make(db[:250], backend=backend, n_trees=4)
+    index.build()
+    index.batch_add(
+        db[250:], [f"late{i}" for i in range(50)], [{"path": f"p{i}.png"} for i in range(50)]
+    )
+    index.save(tmp_path / "idx")
+    loaded = HammingIndex.load(tmp_path / "idx", expected_fingerprint="enc-1", expected_bits=64)
+    assert loaded.get_config() == index.get_config()
+    assert len(loaded) == 300
+    assert loaded.batch_lookup(queries, 7) == index.batch_lookup(queries, 7)
+    assert loaded.lookup(db[260], 1)[0].metadata == {"path": "p10.png"}
+    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
+    expected_annoy = 250 if backend == "annoy" else 0
+    assert (sidecar["n_annoy"], sidecar["n_delta"]) == (expected_annoy, 300 - expected_annoy)
+    assert sidecar["metric"] == "hamming" and sidecar["ids"][:2] == ["img0", "img1"]
+    assert (tmp_path / "idx" / "index.ann").exists() == (backend == "annoy")
+    loaded.save(tmp_path / "idx")  # overwrite the folder its own forest is mapped from
+    reloaded = HammingIndex.load(tmp_path / "idx")
+    assert reloaded.batch_lookup(queries, 3) == index.batch_lookup(queries, 3)
+    assert sorted(os.listdir(tmp_path)) == ["idx"]
+
+
+def test_load_refuses_other_encoder_or_bits(tmp_path):
+    db, _ = data("random", 20)
+    make(db).save(tmp_path / "idx")
+    with pytest.raises(ValueError, match=r"idx.*'enc-1'.*'enc-2'"):
+        HammingIndex.load(tmp_path / "idx", expected_fingerprint="enc-2")
+    with pytest.raises(ValueError, match=r"idx.*64-bit.*expected 128"):
+        HammingIndex.load(tmp_path / "idx", expected_bits=128)
+
+
+def test_crash_mid_save_keeps_previous_index(tmp_path, monkeypatch):
+    db, queries = data("random", 40)
+    make(db[:30]).save(tmp_path / "idx")
+
+    def crash(*args):  # raised after codes.npy is written, before the sidecar
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(index_module, "_sidecar", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        make(db).save(tmp_path / "idx")
+    loaded = HammingIndex.load(tmp_path / "idx")
+    assert len(loaded) == 30
+    np.testing.assert_array_equal(loaded.search(queries, 5)[0], brute_force(queries, db[:30], 5)[0])
+    assert os.listdir(tmp_path) == ["idx"]
+
+
+def test_load_recovers_backup_after_crash_during_swap(tmp_path):
+    db, _ = data("random", 10)
+    make(db).save(tmp_path / "idx")
+    os.rename(tmp_path / "idx", tmp_path / ".idx.backup")  # crash between the renames
+    assert len(HammingIndex.load(tmp_path / "idx")) == 10
+
+
+def test_corrupted_files_name_the_file(tmp_path):
+    db, _ = data("random", 10)
+    index = make(db, backend="annoy", n_trees=2)
+    index.build()
+    folder = tmp_path / "idx"
+    index.save(folder)
+    sidecar = (folder / "index.json").read_bytes()
+    (folder / "index.json").write_bytes(sidecar[: len(sidecar) // 2])
+    with pytest.raises(ValueError, match=r"index\.json is corrupted or truncated"):
+        HammingIndex.load(folder)
+    (folder / "index.json").write_bytes(sidecar)
+    codes_bytes = (folder / "codes.npy").read_bytes()
+    (folder / "codes.npy").write_bytes(codes_bytes[:-5])
+    with pytest.raises(ValueError, match=r"codes\.npy is missing, truncated or corrupted"):
+        HammingIndex.load(folder)
+    flipped = bytearray(codes_bytes)
+    flipped[-1] ^= 1
+    (folder / "codes.npy").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"codes\.npy is corrupted: its sha256"):
+        HammingIndex.load(folder)
+    (folder / "codes.npy").write_bytes(codes_bytes)
+    ann = (folder / "index.ann").read_bytes()
+    (folder / "index.ann").write_bytes(ann[:-64])
+    with pytest.raises(ValueError, match=r"index\.ann is missing, truncated or corrupted"):
+        HammingIndex.load(folder)
+    (folder / "index.ann").write_bytes(ann)
+    meta = json.loads(sidecar)
+    meta["ids"][1] = meta["ids"][0]
+    (folder / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"index\.json lists duplicate ids"):
+        HammingIndex.load(folder)
+    meta = json.loads(sidecar)
+    meta["bits"] = 48
+    (folder / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"index\.json is corrupted: bits must be one of"):
+        HammingIndex.load(folder)
+    del meta["ids"]
+    (folder / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"index\.json is corrupted: 'ids' missing"):
+        HammingIndex.load(folder)
+    with pytest.raises(FileNotFoundError, match="index.json is missing"):
+        HammingIndex.load(tmp_path / "nowhere")
+
+
+def test_misuse_errors():
+    index = HammingIndex(bits=64, fingerprint="enc-1")
+    with pytest.raises(ValueError, match="empty index"):
+        index.lookup([0] * 64, 1)
+    with pytest.raises(ValueError, match="empty index"):
+        index.build()
+    index.add([0] * 64, id="a")
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        index.lookup([0] * 64, 0)
+    with pytest.raises(ValueError, match="63 values per code.*64 bits.*8 packed"):
+        index.add([0] * 63, id="b")
+    with pytest.raises(ValueError, match="63 values per code"):
+        index.lookup([0] * 63, 1)
+    with pytest.raises(ValueError, match="not 0/1 bits.*0 or 1"):
+        index.add([2] + [0] * 63, id="b")
+    with pytest.raises(ValueError, match="not 0/1 bits.*signs_to_bits"):
+        index.add(np.tanh(np.linspace(-1, 1, 64)), id="b")  # raw tanh outputs
+    with pytest.raises(ValueError, match="packed uint8"):
+        index.add(np.zeros(8, np.int64), id="b")
+    with pytest.raises(ValueError, match="duplicate id 'a'"):
+        index.add([1] * 64, id="a")
+    with pytest.raises(ValueError, match="duplicate id 'x'"):
+        index.batch_add(np.zeros((2, 64), np.uint8), ["x", "x"])
+    with pytest.raises(ValueError, match="ids must be str or int"):
+        index.add([1] * 64, id=1.5)
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        index.add([1] * 64, id="m", metadata={"array": np.zeros(2)})
+    with pytest.raises(ValueError, match="2 codes but 1 ids"):
+        index.batch_add(np.zeros((2, 64), np.uint8), ["y"])
+    assert len(index) == 1  # nothing was added by the failed calls
+    with pytest.raises(ValueError, match="bits must be one of"):
+        HammingIndex(bits=48, fingerprint="enc-1")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        HammingIndex(bits=64, fingerprint="enc-1", backend="faiss")
+
+
+def test_deploy_imports_no_tensorflow():
+    probe = (
+        "import sys; import deploy.index, deploy.exact, deploy.atomic, deploy.codes; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'tensorflow', 'keras', 'keras_ynet'}); print(bad); sys.exit(bool(bad))"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
