@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import keras
 
+from deploy.atomic import atomic_path
 from keras_ynet.model import YNet
 
 
@@ -21,16 +20,8 @@ def save_ynet(model: YNet, path: str | Path) -> Path:
     if path.suffix != ".keras":
         raise ValueError(f"{path}: a Y-Net model file must end in .keras")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
