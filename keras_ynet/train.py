@@ -112,6 +112,7 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
+        shuffle=False,  # the tf.data pipeline shuffles
         callbacks=[checkpoint, progress, keras.callbacks.CSVLogger(str(out / "history.csv"))],
         verbose=verbose,
     )

@@ -1,0 +1,128 @@
+"""Training end to end: a short phantom run whose loss falls, and real JSRT data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from keras_ynet.evaluate import main as evaluate_main
+from keras_ynet.phantoms import make_phantoms
+from keras_ynet.run_config import RunConfig
+from keras_ynet.saving import load_ynet
+from keras_ynet.train import main as train_main
+from keras_ynet.train import train
+
+TINY_RUN = dict(
+    batch_size=8,
+    stem_filters=4,
+    stage_widths=(4, 8, 8, 64),
+    stage_blocks=(1, 1, 1, 1),
+    learning_rate=3e-3,
+)
+
+
+def read_history(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_phantom_run_loss_falls_and_writes_the_run(tmp_path):
+    data = tmp_path / "phantoms"
+    make_phantoms(data, n_per_class=12, image_size=64, seed=0)
+    out = tmp_path / "run"
+    config = RunConfig(
+        data=str(data), out=str(out), epochs=6, image_size=64, augment=False, **TINY_RUN
+    )
+    result = train(config, verbose=0)
+
+    for name in (
+        "model.keras",
+        "run_config.json",
+        "history.csv",
+        "metrics.json",
+        "train_info.json",
+    ):
+        assert (out / name).is_file(), name
+    history = read_history(out / "history.csv")
+    assert len(history) == 6
+    losses = [float(row["loss"]) for row in history]
+    assert losses[-1] < losses[0]
+    # Every term and both coupling weights are logged each epoch.
+    assert {"cls_loss", "seg_loss", "w_cls", "w_seg", "val_map@10"} <= set(history[0])
+
+    info = json.loads((out / "train_info.json").read_text())
+    assert 0.3 <= info["bit_balance_min"] <= info["bit_balance_max"] <= 0.7
+    saved = json.loads((out / "run_config.json").read_text())
+    assert saved["dataset"]["class_names"] == ["glaucoma", "normal"]
+    assert RunConfig.from_json(
+        json.dumps({k: v for k, v in saved.items() if k != "dataset"})
+    ) == RunConfig(**{**config.__dict__, "data": str(data)})
+
+    model = load_ynet(out / "model.keras")
+    assert model.class_names == ["glaucoma", "normal"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["map"]) == {"retrieved", "all", "k"}
+    assert metrics["vcdr_gap_at_10"] is not None  # fundus masks have disc and cup
+    assert result["report"].map["k"][10] == pytest.approx(metrics["map"]["k"]["10"])
+
+
+def test_train_cli_reports_a_bad_dataset_without_traceback(tmp_path, capsys):
+    (tmp_path / "labels.csv").write_text("id,image\n")
+    code = train_main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "labels.csv" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_on_a_jsrt_subset(shared_data, tmp_path, capsys):
+    """Trains 3 epochs on 36 JSRT train images at 64 px and evaluates on 12 test images.
+
+    The subset's labels.csv points at the shared images by absolute path: nothing of
+    the dataset is copied.
+    """
+    jsrt = shared_data / "jsrt"
+    with open(jsrt / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    rng = np.random.default_rng(0)
+    picked = []
+    for split, per_class in (("train", 12), ("test", 4)):
+        for label in ("benign", "malignant", "non-nodule"):
+            pool = [r for r in rows if r["split"] == split and r["label"] == label]
+            picked += [pool[i] for i in sorted(rng.choice(len(pool), per_class, replace=False))]
+    subset = tmp_path / "jsrt_subset"
+    subset.mkdir()
+    with open(subset / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in picked:
+            writer.writerow({**r, "image": str(jsrt / r["image"]), "mask": str(jsrt / r["mask"])})
+    (subset / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "jsrt",
+                "mask_classes": ["background", "right_lung", "left_lung", "heart"],
+                "mask_kind": "chest",
+            }
+        )
+    )
+    out = tmp_path / "run"
+    config = RunConfig(data=str(subset), out=str(out), epochs=3, image_size=64, **TINY_RUN)
+    train(config, verbose=0)
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    assert (
+        evaluate_main(
+            ["--model", str(out / "model.keras"), "--data", str(subset), "--json", str(report)]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "(a) retrieved" in printed and "(c) k" in printed and "SPDD" in printed
+    result = json.loads(report.read_text())
+    assert result["spdd_map"] is not None  # JSRT has a diagnosis column
+    assert result["vcdr_gap_at_10"] is None  # chest masks have no disc/cup
+    assert 0.0 <= result["map"]["k"]["10"] <= 1.0
