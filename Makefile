@@ -20,7 +20,7 @@ node: deploy/node/package-lock.json
 	cd deploy/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 
 demo: install
-	$(BIN)/python -m keras_ynet.demo
+	PY=$(BIN)/python bash scripts/demo.sh
 
 test: install node
 	$(BIN)/ruff check .

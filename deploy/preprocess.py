@@ -69,7 +69,11 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
         return image
     if have == 1:
         return np.repeat(image, 3, axis=-1)
-    luma = image[..., :3].astype(np.float64) @ LUMA_WEIGHTS
+    # Element by element in a fixed order, (R*wr + G*wg) + B*wb in float64, so any host
+    # reproduces it exactly (a BLAS dot product may round differently per kernel).
+    rgb = image[..., :3].astype(np.float64)
+    wr, wg, wb = LUMA_WEIGHTS
+    luma = rgb[..., 0] * wr + rgb[..., 1] * wg + rgb[..., 2] * wb
     return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
 
 

@@ -1,0 +1,261 @@
+"""Command line of the device runtime: build and grow a Hamming index, search it.
+
+    python -m deploy index build --encoder ART/encoder.onnx --data DATA --out INDEX
+    python -m deploy index build --encoder ART/encoder.onnx --images FOLDER --out INDEX \\
+        --backend annoy --n-trees 50
+    python -m deploy index add --index INDEX --encoder ART/encoder.onnx new1.png new2.png
+    python -m deploy index add --index INDEX --encoder ART/encoder.onnx --images NEW --compact
+    python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 10 --json
+
+``--data`` takes a dataset folder with ``labels.csv`` (train split by default, ``--split``);
+``--images`` a folder searched recursively (ids are relative paths). Images are prepared
+as the encoder's ``encoder.json`` says; files that cannot be read are skipped and listed.
+An index made by another encoder (fingerprint or bit length) is refused. Errors print
+one line, ``error: ...``, and exit 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from deploy import sources
+from deploy.encoder import Encoder, EncodeResult
+from deploy.index import BACKENDS, SIDECAR_FILE, HammingIndex, Hit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    encoding = argparse.ArgumentParser(add_help=False)
+    encoding.add_argument(
+        "--encoder",
+        required=True,
+        type=Path,
+        help="encoder.onnx or .tflite, with encoder.json beside it",
+    )
+    encoding.add_argument("--threads", type=int, default=None, help="runtime threads")
+    encoding.add_argument("--batch-size", type=int, default=32)
+    encoding.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy", description="Y-Net hash codes on the device: index and search."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="build or grow an index").add_subparsers(
+        dest="action", required=True
+    )
+    build = index.add_parser(
+        "build", parents=[common, encoding], help="encode images into a new index"
+    )
+    _add_sources(build, allow_files=False)
+    build.add_argument("--out", required=True, type=Path, help="index folder to write")
+    build.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="exact scan, Annoy forest + delta, or auto (exact unless tuned)",
+    )
+    build.add_argument("--n-trees", type=int, default=50, help="Annoy trees")
+    build.add_argument("--search-k", type=int, default=-1, help="Annoy candidates per lookup")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing index")
+
+    add = index.add_parser(
+        "add", parents=[common, encoding], help="encode images into an index's delta (no rebuild)"
+    )
+    add.add_argument("--index", required=True, type=Path, help="index folder")
+    _add_sources(add, allow_files=True)
+    add.add_argument(
+        "--compact", action="store_true", help="rebuild the Annoy forest over all items afterwards"
+    )
+
+    search = commands.add_parser(
+        "search", parents=[common, encoding], help="the k nearest indexed images to a query image"
+    )
+    search.add_argument("--index", required=True, type=Path, help="index folder")
+    search.add_argument("--image", required=True, type=Path, help="query image")
+    search.add_argument(
+        "-k", "--k", type=int, default=10, help="results (all if more than indexed)"
+    )
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _add_sources(parser: argparse.ArgumentParser, allow_files: bool) -> None:
+    group = parser.add_mutually_exclusive_group(required=not allow_files)
+    group.add_argument("--data", type=Path, help="dataset folder with labels.csv")
+    group.add_argument("--images", type=Path, help="folder of images (recursive)")
+    parser.add_argument(
+        "--split",
+        choices=sources.SPLIT_CHOICES,
+        default="train",
+        help="labels.csv rows to index with --data (default: train)",
+    )
+    if allow_files:
+        parser.add_argument("files", nargs="*", type=Path, metavar="IMAGE", help="image files")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit status (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--batch-size and --threads must be >= 1")
+    try:
+        if args.command == "search":
+            return cmd_search(args)
+        return cmd_build(args) if args.action == "build" else cmd_add(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        known = isinstance(err, ValueError | OSError | RuntimeError)  # ours name the file
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        if not known:
+            message = f"{type(err).__name__}: {message} (rerun with --debug)"
+        print(f"error: {message or type(err).__name__}", file=sys.stderr)
+        return 1
+
+
+def cmd_build(args) -> int:
+    if (args.out / SIDECAR_FILE).exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already holds an index; add --overwrite to replace it")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    encoder = _open_encoder(args)
+    index = HammingIndex(
+        bits=encoder.bits,
+        fingerprint=encoder.fingerprint,
+        n_trees=args.n_trees,
+        search_k=args.search_k,
+        backend=args.backend,
+    )  # before encoding: bad settings fail at once
+    items = _items(args)
+    result = _encode(encoder, items, args)
+    _add_to(index, items, result)
+    index.build()
+    index.save(args.out)
+    kind = "annoy" if index.uses_annoy() else "exact"
+    print(
+        f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.fingerprint}, "
+        f"{kind}) -> {args.out}"
+    )
+    return 0
+
+
+def cmd_add(args) -> int:
+    given = [args.data is not None, args.images is not None, bool(args.files)]
+    if sum(given) != 1:
+        raise ValueError("index add takes exactly one of --data DIR, --images DIR or IMAGE files")
+    encoder = _open_encoder(args)
+    index = _load_index(args.index, encoder, args.encoder)
+    items = sources.file_items(args.files) if args.files else _items(args)
+    indexed = set(_sidecar(args.index)["ids"])
+    known = [item.id for item in items if item.id in indexed]
+    if known:
+        raise ValueError(
+            f"{len(known)} id(s) already in {args.index}, e.g. {known[0]!r}; nothing was added"
+        )
+    result = _encode(encoder, items, args)
+    _add_to(index, items, result)
+    if args.compact:
+        index.compact()
+    index.save(args.index)
+    delta = _sidecar(args.index)["n_delta"]
+    in_delta = f", {delta} in the Annoy delta" if index.uses_annoy() else ""
+    print(f"added {len(result)} image(s) to {args.index}: {len(index)} items{in_delta}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, got {args.k}")
+    encoder = _open_encoder(args)
+    index = _load_index(args.index, encoder, args.encoder)
+    hits = index.lookup(encoder.encode_file(args.image), k=args.k)
+    if args.json:
+        results = [_hit_json(h) for h in hits]
+        print(json.dumps({"query": str(args.image), "k": args.k, "results": results}, indent=2))
+    else:
+        print(_table(hits))
+    return 0
+
+
+def _open_encoder(args) -> Encoder:
+    return Encoder.open(args.encoder, num_threads=args.threads)
+
+
+def _load_index(folder: Path, encoder: Encoder, encoder_path: Path) -> HammingIndex:
+    """Loads ``folder``, refusing an index made by another encoder or bit length."""
+    try:
+        return HammingIndex.load(
+            folder, expected_fingerprint=encoder.fingerprint, expected_bits=encoder.bits
+        )
+    except ValueError as err:
+        # The two refusals name what was expected: this encoder's fingerprint or bits.
+        if f"expected {encoder.bits}" in str(err) or repr(encoder.fingerprint) in str(err):
+            raise ValueError(f"{err} (the encoder is {encoder_path})") from None
+        raise
+
+
+def _items(args) -> list[sources.Item]:
+    if args.data is not None:
+        return sources.dataset_items(args.data, args.split)
+    return sources.folder_items(args.images)
+
+
+def _encode(encoder: Encoder, items: list[sources.Item], args) -> EncodeResult:
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    result = encoder.encode_files(
+        [item.path for item in items],
+        batch_size=args.batch_size,
+        progress=progress,
+        ids=[item.id for item in items],
+    )
+    if result.failures:
+        print(f"skipped {len(result.failures)} bad files:", file=sys.stderr)
+        for path, message in result.failures:
+            # preprocess errors already name the file
+            print(f"  {message if path in message else f'{path}: {message}'}", file=sys.stderr)
+    if not len(result):
+        raise ValueError(f"none of the {len(items)} images could be read")
+    return result
+
+
+def _add_to(index: HammingIndex, items: list[sources.Item], result: EncodeResult) -> None:
+    metadata = {item.id: item.metadata for item in items}
+    index.batch_add(result.packed, result.ids, [metadata[i] for i in result.ids])
+
+
+def _sidecar(folder: Path) -> dict:
+    """The index sidecar (ids, counts); read after HammingIndex.load has validated it."""
+    return json.loads((folder / SIDECAR_FILE).read_text(encoding="utf-8"))
+
+
+def _hit_json(hit: Hit) -> dict:
+    return {
+        "rank": hit.rank,
+        "id": hit.id,
+        "distance": hit.distance,
+        "label": hit.metadata.get("label", ""),
+        "path": hit.metadata.get("path", ""),
+    }
+
+
+def _table(hits: list[Hit]) -> str:
+    header = ("rank", "id", "distance", "label", "path")
+    rows = [header] + [tuple(str(v) for v in _hit_json(h).values()) for h in hits]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -1,0 +1,239 @@
+"""The encoder contract (``encoder.json``): what a host needs to run an exported encoder.
+
+Written by ``python -m export`` beside ``encoder.onnx`` and the ``.tflite`` files, read by
+the device runtime and by hosts in other languages. Only json and the standard library
+are imported here, so the device reads it without TensorFlow.
+
+Format version 1 (see ``export/README.md`` for the meaning of each field)::
+
+    {
+      "format_version": 1,
+      "input": {"name": "image", "shape": [null, S, S, C], "dtype": "uint8",
+                "layout": "NHWC", "channels": C, "colour": "grey" | "rgb",
+                "value_range": [0, 255]},
+      "preprocessing": {"order": ["decode", "resize", "channels"],
+                        "decode": {...}, "resize": {...}, "channels": {...}},
+      "outputs": {"hash": {"name", "shape": [null, bits], "dtype": "float32",
+                           "value_range": [-1, 1]},
+                  "code": {"name", "shape": [null, bits / 8], "dtype": "uint8"}},
+      "bits": 64, "bit_rule": "hash > 0 -> 1", "bit_order": "msb_first",
+      "fingerprint": "...", "class_names": [...],
+      "files": {"onnx": "encoder.onnx", "tflite": "encoder.tflite",
+                "tflite_int8": "encoder_int8.tflite"},
+      "tflite_signature": "serving_default"
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORMAT_VERSION = 1
+CONTRACT_FILE = "encoder.json"
+INPUT_NAME = "image"
+HASH_OUTPUT = "hash"
+CODE_OUTPUT = "code"
+BIT_RULE = "hash > 0 -> 1"
+BIT_ORDER = "msb_first"
+VALID_BITS = (32, 64, 128, 256)
+FILE_KEYS = ("onnx", "tflite", "tflite_int8")
+COLOUR = {1: "grey", 3: "rgb"}
+
+
+class ContractError(ValueError):
+    """An ``encoder.json`` is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class EncoderContract:
+    """A validated ``encoder.json``.
+
+    Attributes:
+        path: the file it was read from (None when built in memory).
+        image_size: side of the square model input.
+        channels: 1 (grey) or 3 (RGB).
+        bits: code length; ``code`` has ``bits // 8`` bytes.
+        fingerprint: the encoder fingerprint (see ``keras_ynet.fingerprint``).
+        class_names: image class names, index order.
+        files: artifact file names by kind (``onnx``, ``tflite``, ``tflite_int8``); a kind
+            that was not exported is absent.
+        input_name, hash_output, code_output: the interface names.
+        tflite_signature: the LiteRT signature key.
+        raw: the whole JSON object.
+    """
+
+    path: Path | None
+    image_size: int
+    channels: int
+    bits: int
+    fingerprint: str
+    class_names: list[str]
+    files: dict[str, str]
+    input_name: str = INPUT_NAME
+    hash_output: str = HASH_OUTPUT
+    code_output: str = CODE_OUTPUT
+    tflite_signature: str = "serving_default"
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def code_bytes(self) -> int:
+        return self.bits // 8
+
+    def artifact(self, kind: str) -> Path:
+        """Absolute path of an artifact named in ``files``, beside the contract file."""
+        if kind not in self.files:
+            where = self.path or "the contract"
+            raise ContractError(f"{where}: no {kind!r} file (has {sorted(self.files)})")
+        folder = self.path.parent if self.path is not None else Path(".")
+        return folder / self.files[kind]
+
+
+def load_contract(path: str | Path, check_files: bool = False) -> EncoderContract:
+    """Reads and validates an ``encoder.json``.
+
+    Args:
+        path: the contract file, or the artifact folder holding ``encoder.json``.
+        check_files: also require every file named in ``files`` to exist beside it.
+
+    Raises:
+        ContractError: naming the file and every problem found.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONTRACT_FILE
+    if not path.is_file():
+        raise ContractError(f"{path}: encoder contract not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ContractError(f"{path}: not a readable JSON file: {e}") from None
+    contract = validate_contract(data, where=str(path))
+    contract = EncoderContract(**{**contract.__dict__, "path": path})
+    if check_files:
+        missing = [name for name in contract.files.values() if not (path.parent / name).is_file()]
+        if missing:
+            raise ContractError(f"{path}: artifact file(s) missing beside it: {missing}")
+    return contract
+
+
+def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
+    """Checks a contract object (parsed JSON) and returns it typed.
+
+    Raises:
+        ContractError: ``where`` followed by every problem found, one per line.
+    """
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ContractError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ContractError(
+            f"{where}: format_version {version!r} is not supported (this reader: {FORMAT_VERSION})"
+        )
+
+    def need(obj, key, kind, ctx):
+        value = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            problems.append(
+                f"{ctx}{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}"
+            )
+            return None
+        return value
+
+    bits = need(data, "bits", int, "")
+    if bits is not None and bits not in VALID_BITS:
+        problems.append(f"bits: {bits} is not one of {VALID_BITS}")
+        bits = None
+    inp = need(data, "input", dict, "") or {}
+    shape = need(inp, "shape", list, "input.") or []
+    channels = need(inp, "channels", int, "input.")
+    size = None
+    if len(shape) != 4 or shape[0] is not None or shape[1] != shape[2]:
+        problems.append(f"input.shape: expected [null, S, S, C], got {shape}")
+    else:
+        size = shape[1]
+        if not isinstance(size, int) or size < 1:
+            problems.append(f"input.shape: image side must be a positive integer, got {size!r}")
+        if shape[3] != channels:
+            problems.append(f"input.shape: {shape[3]} channels but input.channels is {channels}")
+    if channels not in COLOUR:
+        problems.append(f"input.channels: must be 1 or 3, got {channels!r}")
+    elif inp.get("colour") != COLOUR[channels]:
+        problems.append(f"input.colour: expected {COLOUR[channels]!r}, got {inp.get('colour')!r}")
+    for key, expected in (("dtype", "uint8"), ("layout", "NHWC")):
+        if inp.get(key) != expected:
+            problems.append(f"input.{key}: expected {expected!r}, got {inp.get(key)!r}")
+    input_name = need(inp, "name", str, "input.")
+
+    resize = (data.get("preprocessing") or {}).get("resize")
+    if not isinstance(resize, dict):
+        problems.append("preprocessing.resize: missing")
+    else:
+        if resize.get("method") != "bilinear":
+            problems.append(
+                f"preprocessing.resize.method: expected 'bilinear', got {resize.get('method')!r}"
+            )
+        if size is not None and resize.get("size") != [size, size]:
+            problems.append(
+                f"preprocessing.resize.size: expected {[size, size]}, got {resize.get('size')!r}"
+            )
+
+    outputs = need(data, "outputs", dict, "") or {}
+    names = {}
+    for key, dtype, width in (("hash", "float32", bits), ("code", "uint8", bits and bits // 8)):
+        out = outputs.get(key)
+        if not isinstance(out, dict):
+            problems.append(f"outputs.{key}: missing")
+            continue
+        names[key] = need(out, "name", str, f"outputs.{key}.")
+        if out.get("dtype") != dtype:
+            problems.append(f"outputs.{key}.dtype: expected {dtype!r}, got {out.get('dtype')!r}")
+        if width is not None and out.get("shape") != [None, width]:
+            problems.append(
+                f"outputs.{key}.shape: expected [null, {width}], got {out.get('shape')!r}"
+            )
+
+    if data.get("bit_rule") != BIT_RULE:
+        problems.append(f"bit_rule: expected {BIT_RULE!r}, got {data.get('bit_rule')!r}")
+    if data.get("bit_order") != BIT_ORDER:
+        problems.append(f"bit_order: expected {BIT_ORDER!r}, got {data.get('bit_order')!r}")
+    fingerprint = need(data, "fingerprint", str, "")
+    class_names = need(data, "class_names", list, "")
+    if class_names is not None and not all(isinstance(c, str) for c in class_names):
+        problems.append("class_names: every name must be a string")
+    files = need(data, "files", dict, "") or {}
+    for kind, name in files.items():
+        if kind not in FILE_KEYS:
+            problems.append(f"files.{kind}: unknown artifact kind (known: {', '.join(FILE_KEYS)})")
+        elif (
+            not isinstance(name, str)
+            or not name
+            or "/" in name
+            or "\\" in name
+            or name in (".", "..")
+        ):
+            problems.append(
+                f"files.{kind}: must be a plain file name beside the contract, got {name!r}"
+            )
+    signature = data.get("tflite_signature", "serving_default")
+    if not isinstance(signature, str):
+        problems.append(f"tflite_signature: expected str, got {signature!r}")
+
+    if problems:
+        raise ContractError(f"{where}: invalid encoder contract:\n  " + "\n  ".join(problems))
+    return EncoderContract(
+        path=None,
+        image_size=size,
+        channels=channels,
+        bits=bits,
+        fingerprint=fingerprint,
+        class_names=list(class_names),
+        files=dict(files),
+        input_name=input_name,
+        hash_output=names["hash"],
+        code_output=names["code"],
+        tflite_signature=signature,
+        raw=data,
+    )

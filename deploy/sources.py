@@ -1,0 +1,111 @@
+"""What to index or query: dataset rows, a folder of images, or image files.
+
+Each source becomes a list of :class:`Item` (id, path, metadata). Reading a dataset here
+needs only the standard library: the device cannot import ``keras_ynet.dataset``, and
+indexing needs only three columns of ``labels.csv`` (``id``, ``image``, ``label``) plus
+``split`` to choose rows. Files are not opened here; the encoder reports bad images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPLIT_CHOICES = ("train", "val", "test", "all")
+# Suffixes a folder scan picks up (lower-cased); other files (notes, CSVs) are ignored.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm")
+_DATASET_COLUMNS = ("id", "image", "label", "split")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to encode.
+
+    Attributes:
+        id: the id it gets in the index (unique within a source).
+        path: the image file.
+        metadata: what the index stores with it: ``path`` (absolute) and ``label``.
+    """
+
+    id: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def dataset_items(root: str | Path, split: str = "train") -> list[Item]:
+    """Rows of ``root/labels.csv`` in one split (or ``"all"``), in file order.
+
+    Ids are the ``id`` column; metadata holds ``path``, ``label`` and ``split``.
+
+    Raises:
+        ValueError: for a missing or malformed labels.csv, or an unknown split.
+    """
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_CHOICES)}")
+    root = Path(root).expanduser().absolute()
+    csv_path = root / "labels.csv"
+    if not csv_path.is_file():
+        raise ValueError(f"{csv_path} not found: --data needs a dataset folder with labels.csv")
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {csv_path}: {err}") from err
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in _DATASET_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}")
+    reader.fieldnames = header
+    items, seen = [], set()
+    for row in reader:
+        cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
+        if not any(cells.values()):
+            continue  # blank line
+        if not cells["id"] or not cells["image"]:
+            raise ValueError(f"{csv_path} line {reader.line_num}: empty id or image")
+        if cells["id"] in seen:
+            raise ValueError(f"{csv_path} line {reader.line_num}: duplicate id {cells['id']!r}")
+        seen.add(cells["id"])
+        if split != "all" and cells["split"] != split:
+            continue
+        path = root / cells["image"]
+        meta = {"path": str(path), "label": cells["label"], "split": cells["split"]}
+        items.append(Item(cells["id"], path, meta))
+    if not items:
+        raise ValueError(f"{csv_path}: no rows in split {split!r}")
+    return items
+
+
+def folder_items(folder: str | Path) -> list[Item]:
+    """Every image file under ``folder`` (recursively, by suffix), sorted by relative path.
+
+    Ids are the POSIX paths relative to ``folder`` (``"sub/a.png"``); metadata holds
+    ``path`` and an empty ``label``.
+    """
+    folder = Path(folder).expanduser().absolute()
+    if not folder.is_dir():
+        raise ValueError(f"image folder not found: {folder}")
+    paths = sorted(
+        (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+    if not paths:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    return [_file_item(p.relative_to(folder).as_posix(), p) for p in paths]
+
+
+def file_items(paths: list[str | Path]) -> list[Item]:
+    """Image files named one by one; ids are the paths as given."""
+    items = [_file_item(str(p), Path(p).expanduser().absolute()) for p in paths]
+    ids = [item.id for item in items]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"image(s) given more than once: {', '.join(duplicates)}")
+    return items
+
+
+def _file_item(item_id: str, path: Path) -> Item:
+    return Item(item_id, path, {"path": str(path), "label": ""})

@@ -1,0 +1,104 @@
+"""Exports a trained Y-Net encoder for devices and checks it against Keras.
+
+    python -m export --model runs/rimone/model.keras --data ../shared/data/rimone_dl \\
+        --out artifacts/rimone
+
+writes ``encoder.onnx``, ``encoder.tflite``, ``encoder_int8.tflite``, ``encoder.json`` (the
+host contract) and ``parity.json`` into ``--out``, all or nothing: the folder appears only
+once the float exports give the same bits as Keras on every checked image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, required=True, help="trained model.keras")
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (labels.csv)")
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    parser.add_argument("--no-int8", action="store_true", help="skip encoder_int8.tflite")
+    parser.add_argument(
+        "--parity-train", type=int, default=64,
+        help="train images checked besides the whole test split (default 64)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--calibration-images", type=int, default=200,
+        help="train images calibrating the int8 model (default 200)",
+    )  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="tracebacks and TensorFlow logs")
+    args = parser.parse_args(argv)
+    if args.parity_train < 0 or args.calibration_images < 1:
+        parser.error("--parity-train must be >= 0 and --calibration-images >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
+    try:
+        from export.exporter import export_encoder
+
+        report = export_encoder(
+            args.model,
+            args.data,
+            args.out,
+            int8=not args.no_int8,
+            parity_train=args.parity_train,
+            calibration_images=args.calibration_images,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        known = isinstance(e, (ValueError, OSError, RuntimeError))
+        message = str(e) if known else f"{type(e).__name__}: {e} (rerun with --debug)"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    print_summary(report)
+    return 0
+
+
+def print_summary(report: dict) -> None:
+    print(f"exported encoder {report['fingerprint']} to {report['out']}")
+    for name, size in report["files"].items():
+        print(f"  {name:22s} {size / 1024:9.1f} KiB")
+    n = report["images"]
+    for name, entry in report["float"].items():
+        print(
+            f"  parity {name}: bits identical to Keras on {n['test']} test + {n['train']} "
+            f"train images (max |hash diff| {entry['max_abs_hash_diff']:.2e})"
+        )
+    int8 = report.get("int8")
+    if int8:
+        line = (
+            f"  int8 {int8['file']}: {100 * int8['bit_agreement']:.2f}% of bits equal to float "
+            f"on {int8['images']} images"
+        )
+        if "map_at_10_change" in int8:
+            line += (
+                f", mAP@10 {int8['map_at_10_float']:.4f} -> {int8['map_at_10_int8']:.4f} "
+                f"({int8['map_at_10_change']:+.4f})"
+            )
+        print(line)
+        if report["int8_flagged"]:
+            print(
+                f"warning: int8 bit agreement {100 * int8['bit_agreement']:.2f}% is below "
+                f"{100 * int8['min_agreement']:.0f}%; prefer the float models "
+                '(parity.json: "int8_flagged": true)',
+                file=sys.stderr,
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

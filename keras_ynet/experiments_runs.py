@@ -1,0 +1,151 @@
+"""Stored experiment runs: one folder per (method, seed, settings), trained at most once.
+
+A run's folder is OUT/runs/<method>-s<seed>-<key>, where the key hashes the method, every
+run setting except paths, the sha256 of the dataset's labels.csv and :data:`VERSION`.
+Its ``result.json`` (written atomically, last) holds the test-split report; a folder
+without it is an unfinished run and is trained again. Runs of different table rows
+with identical settings (Table III's ``ynet`` and ``bits64``) share one folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from deploy.atomic import atomic_write_text
+from keras_ynet.run_config import RunConfig
+
+VERSION = 1  # bump when a change to training or evaluation makes stored runs stale
+
+
+@dataclasses.dataclass
+class Run:
+    """One (method, seed, settings) training run and where its result is stored."""
+
+    row: str
+    method: str  # "ynet" or a baseline
+    config: RunConfig
+    key: str
+    folder: Path
+
+    @property
+    def result_path(self) -> Path:
+        return self.folder / "result.json"
+
+    def cached(self) -> dict | None:
+        if not self.result_path.is_file():
+            return None
+        result = json.loads(self.result_path.read_text())
+        return result if result.get("key") == self.key else None
+
+
+def settings_key(method: str, config: RunConfig, dataset_sha: str) -> str:
+    """12 hex digits naming a run: method, every setting but paths, data, code version."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "data")}
+    payload = {"version": VERSION, "method": method, "settings": settings, "data": dataset_sha}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan_run(row: str, method: str, config: RunConfig, out: Path, dataset_sha: str) -> Run:
+    key = settings_key(method, config, dataset_sha)
+    return Run(row, method, config, key, out / "runs" / f"{method}-s{config.seed}-{key}")
+
+
+def _train_and_evaluate(run: Run, dataset_sha: str, out: Path) -> dict:
+    """Trains and evaluates one run (Y-Net through keras_ynet.train, else a baseline)."""
+    from keras_ynet.dataset import load_dataset
+
+    config = dataclasses.replace(run.config, out=str(run.folder))
+    if run.method == "ynet":
+        from keras_ynet.train import train
+
+        result = train(config, verbose=0)
+        descriptor = {"kind": "hash", "dim": config.bits}
+        return {"report": result["report"], "info": result["info"], "descriptor": descriptor}
+    from keras_ynet.baselines.runner import run_baseline
+
+    spec = load_dataset(config.data)
+    shared = plan_run("classifier", "classifier", config, out, dataset_sha).folder
+    return run_baseline(run.method, spec, config, run.folder, classifier_dir=shared)
+
+
+def execute(runs: list[Run], shas: dict[str, str], out: Path, debug: bool = False):
+    """Runs what is not stored yet, with a progress line and ETA; returns (results, failed).
+
+    Args:
+        runs: planned runs; runs sharing a key are trained once.
+        shas: dataset folder -> labels.csv sha256 (keys the runs).
+        out: experiment folder.
+        debug: re-raise a failing run instead of reporting it and going on.
+    """
+    rows_of: dict[str, list[str]] = {}
+    first: dict[str, Run] = {}
+    for r in runs:
+        rows_of.setdefault(r.key, []).append(r.row)
+        first.setdefault(r.key, r)
+    unique = list(first.values())
+    results = {r.key: r.cached() for r in unique}
+    todo = [r for r in unique if results[r.key] is None]
+    print(f"{len(unique)} runs: {len(unique) - len(todo)} stored, {len(todo)} to train", flush=True)
+    failed, seconds = [], {}  # seconds: method -> durations of its finished runs
+    for i, run in enumerate(unique, 1):
+        tag = f"[{i}/{len(unique)}] {' = '.join(rows_of[run.key])} (seed {run.config.seed})"
+        if results[run.key] is not None:
+            print(f"{tag}: cached in {run.folder.name}", flush=True)
+            continue
+        print(f"{tag}: training -> {run.folder}", flush=True)
+        started = time.perf_counter()
+        try:
+            result = _train_and_evaluate(run, shas[run.config.data], out)
+        except Exception as e:  # one broken method must not lose a night of other runs
+            if debug:
+                raise
+            failed.append(run)
+            print(f"{tag}: FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            traceback.print_exc(limit=3)
+            continue
+        took = time.perf_counter() - started
+        seconds.setdefault(run.method, []).append(took)
+        results[run.key] = _store(run, result, shas[run.config.data], took)
+        left = todo[todo.index(run) + 1 :]
+        print(
+            f"{tag}: done in {took / 60:.1f} min, mAP@10 (c) "
+            f"{result['report'].map['k'][10]:.4f}; ETA {eta_minutes(left, seconds):.1f} min "
+            f"for {len(left)} more runs",
+            flush=True,
+        )
+    return results, failed
+
+
+def eta_minutes(left: list[Run], seconds: dict[str, list[float]]) -> float:
+    """Minutes the runs ``left`` should take: each at its method's mean so far, or at
+    the mean of every finished run for a method not seen yet."""
+    every = [t for times in seconds.values() for t in times]
+    if not every:
+        return float("nan")
+    overall = sum(every) / len(every)
+    per_method = {m: sum(t) / len(t) for m, t in seconds.items()}
+    return sum(per_method.get(r.method, overall) for r in left) / 60
+
+
+def _store(run: Run, result: dict, dataset_sha: str, seconds: float) -> dict:
+    record = {
+        "key": run.key,
+        "method": run.method,
+        "seed": run.config.seed,
+        "folder": run.folder.name,
+        "settings": {**dataclasses.asdict(run.config), "out": str(run.folder)},
+        "labels_sha256": dataset_sha,
+        "descriptor": result["descriptor"],
+        "report": result["report"].to_dict(),
+        "info": result["info"],
+        "seconds": round(seconds, 1),
+    }
+    run.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.result_path, json.dumps(record, indent=2, default=float) + "\n")
+    return record

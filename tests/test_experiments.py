@@ -1,0 +1,205 @@
+"""Experiments: folds, run keys, tables by hand, and table2/table3 end to end with
+resumption (a repeated command trains nothing)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import pytest
+from PIL import Image
+
+from keras_ynet import experiments, experiments_runs
+from keras_ynet.dataset import Record, load_dataset
+from keras_ynet.experiments_cv import fold_datasets, select_setting, stratified_folds
+from keras_ynet.experiments_plot import plot_map_vs_k
+from keras_ynet.experiments_report import summarize_row, to_csv, to_markdown
+from keras_ynet.phantoms import make_phantoms
+from keras_ynet.run_config import RunConfig
+
+TINY_ARGS = [
+    "--epochs", "1", "--image-size", "64", "--batch-size", "8", "--no-augment",
+    "--stem-filters", "4", "--stage-widths", "4", "4", "4", "16",
+    "--stage-blocks", "1", "1", "1", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "ph"
+    make_phantoms(root, n_per_class=8, image_size=64, seed=0)
+    return root
+
+
+def records(labels):
+    return [Record(f"r{i}", f"/x/{i}.png", None, lab, "train") for i, lab in enumerate(labels)]
+
+
+# ----------------------------------------------------------------------------- folds
+def test_stratified_folds_cover_every_record_once_and_keep_class_shares():
+    recs = records(["a"] * 10 + ["b"] * 5)
+    folds = stratified_folds(recs, 5, seed=0)
+    ids = sorted(r.id for fold in folds for r in fold)
+    assert ids == sorted(r.id for r in recs)
+    assert [len(f) for f in folds] == [3, 3, 3, 3, 3]
+    assert all(sum(r.label == "a" for r in f) == 2 for f in folds)  # 10 "a" over 5 folds
+    assert stratified_folds(recs, 5, seed=0) == folds  # seeded
+    assert stratified_folds(recs, 5, seed=1) != folds
+    with pytest.raises(ValueError, match="at least 2"):
+        stratified_folds(recs, 1)
+
+
+def test_fold_datasets_hold_out_each_fold_and_never_the_test_split(phantoms, tmp_path):
+    spec = load_dataset(phantoms)
+    paths = fold_datasets(spec, 2, seed=0, root=tmp_path / "cv")
+    test_ids = {r.id for r in spec.split("test")}
+    held_out = []
+    for path in paths:
+        fold = load_dataset(path)
+        assert fold.mask_class_names == spec.mask_class_names
+        assert "vcdr_from_mask" in fold.records[0].extra  # extra columns kept
+        ids = {r.id for r in fold.records}
+        assert not ids & test_ids
+        assert len(ids) == len(spec.split("train"))
+        held_out += [r.id for r in fold.split("test")]
+    assert sorted(held_out) == sorted(r.id for r in spec.split("train"))
+
+
+def test_select_setting_takes_the_best_mean_then_fewer_epochs():
+    best, rows = select_setting(
+        {(40, "alpha"): [0.5, 0.7], (20, "fixed"): [0.6, 0.6], (20, "alpha"): [0.1, 0.2]}
+    )
+    assert best == (20, "fixed")  # mean 0.6 ties with (40, alpha): fewer epochs wins
+    assert [r["mean"] for r in rows] == pytest.approx([0.6, 0.6, 0.15])
+    assert rows[0]["std"] == 0.0
+
+
+def test_settings_key_ignores_paths_and_changes_with_settings():
+    a = RunConfig(data="/a", out="/x", epochs=3)
+    key = experiments_runs.settings_key("ynet", a, "sha")
+    assert key == experiments_runs.settings_key("ynet", dataclasses.replace(a, data="/b"), "sha")
+    assert key != experiments_runs.settings_key("ynet", dataclasses.replace(a, epochs=4), "sha")
+    assert key != experiments_runs.settings_key("dpsh", a, "sha")
+    assert key != experiments_runs.settings_key("ynet", a, "other data")
+
+
+# ----------------------------------------------------------------------------- tables
+def fake_result(seed, map10, vcdr):
+    per_k = {"5": 0.5, "10": map10, "20": 0.5, "50": 0.5}
+    conv = {c: dict(per_k) for c in ("retrieved", "all", "k")}
+    report = {
+        "ks": [5, 10, 20, 50], "map": conv, "precision": per_k, "random_map": conv,
+        "spdd_map": None, "vcdr_gap_at_10": vcdr,
+    }  # fmt: skip
+    return {
+        "method": "crow", "seed": seed, "folder": f"crow-s{seed}",
+        "descriptor": {"kind": "float", "dim": 256}, "report": report,
+    }  # fmt: skip
+
+
+def test_rows_are_mean_and_sample_std_over_seeds():
+    row = summarize_row("crow", [fake_result(0, 0.6, 0.2), fake_result(1, 0.8, 0.4)])
+    stats = row["map"]["k"]["10"]
+    assert stats["mean"] == pytest.approx(0.7)
+    assert stats["std"] == pytest.approx(0.1414214)  # sqrt(((0.1)^2 + (0.1)^2) / 1)
+    assert row["vcdr_gap_at_10"]["mean"] == pytest.approx(0.3)
+    assert row["spdd_map"] is None
+    random_map = fake_result(0, 0.3, None)["report"]["random_map"]
+    text = to_markdown("T", [row], random_map)
+    assert "| crow | float | 256 | 0.5000 ± 0.0000 | 0.7000 ± 0.1414 |" in text
+    assert "| random ranking | - | - | 0.5000 | 0.3000 |" in text
+    assert text.count("## mAP convention") == 3 and "SPDD" not in text
+    lines = list(csv.DictReader(to_csv([row], random_map).splitlines()))
+    assert len(lines) == 6  # (crow, random) x 3 conventions
+    assert lines[0]["map@10_mean"] == "0.700000" and lines[1]["method"] == "random"
+    single = summarize_row("crow", [fake_result(0, 0.6, 0.2)])
+    assert single["map"]["k"]["10"]["std"] is None
+    assert "| 0.6000 |" in to_markdown("T", [single], random_map)
+
+
+def test_plot_draws_a_png(tmp_path):
+    row = summarize_row("crow", [fake_result(0, 0.6, 0.2)])
+    path = plot_map_vs_k(
+        [row], fake_result(0, 0.3, None)["report"]["random_map"], tmp_path / "p.png"
+    )
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 3 * 400
+
+
+# ----------------------------------------------------------------------------- end to end
+def run_cli(argv, capsys):
+    code = experiments.main(argv)
+    return code, capsys.readouterr().out
+
+
+def forbid_training(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(experiments_runs, "_train_and_evaluate", boom)
+
+
+@pytest.mark.slow
+def test_table2_end_to_end_then_resumed_without_training(phantoms, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    argv = ["table2", "--data", str(phantoms), "--out", str(out), "--seeds", "1"]
+    argv += ["--methods", "crow", "dpsh", *TINY_ARGS]
+    code, printed = run_cli(argv, capsys)
+    assert code == 0
+    assert "[1/2] crow (seed 0): training" in printed and "ETA" in printed
+    for name in ("table2.md", "table2.csv", "table2.json", "map_vs_k.png"):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "table2.json").read_text())
+    assert [r["name"] for r in doc["rows"]] == ["crow", "dpsh"]
+    assert [r["kind"] for r in doc["rows"]] == ["float", "hash"]
+    assert doc["rows"][0]["vcdr_gap_at_10"] is not None  # phantom fundus: disc and cup
+    assert set(doc["random_map"]) == {"retrieved", "all", "k"}
+    md = (out / "table2.md").read_text()
+    assert "random ranking" in md and "vCDR gap@10" in md
+    stored = sorted(out.glob("runs/*/result.json"))
+    assert len(stored) == 2
+    mtimes = [p.stat().st_mtime_ns for p in stored]
+
+    forbid_training(monkeypatch)
+    code, printed = run_cli(argv, capsys)
+    assert code == 0
+    assert "2 runs: 2 stored, 0 to train" in printed and printed.count("cached in") == 2
+    assert [p.stat().st_mtime_ns for p in stored] == mtimes
+    assert json.loads((out / "table2.json").read_text())["rows"] == doc["rows"]
+
+
+@pytest.mark.slow
+def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    argv = ["table3", "--data", str(phantoms), "--out", str(out), "--seeds", "1"]
+    argv += ["--methods", "ynet", "no_fpn", "bits64", "--cv-folds", "2", "--cv-epochs", "1"]
+    argv += ["--cv-couplings", "alpha", *TINY_ARGS]
+    code, printed = run_cli(argv, capsys)
+    assert code == 0
+    assert "cross-validation chose 1 epochs, alpha coupling" in printed
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["folds"] == 2 and len(cv["rows"][0]["folds"]) == 2
+    # ynet and bits64 have identical settings: one run serves both rows.
+    assert "ynet = bits64 (seed 0): training" in printed
+    doc = json.loads((out / "table3.json").read_text())
+    assert [r["name"] for r in doc["rows"]] == ["ynet", "no_fpn", "bits64"]
+    assert doc["rows"][0]["runs"] == doc["rows"][2]["runs"]
+    assert doc["ynet_chosen_by_cv"] == {"epochs": 1, "coupling": "alpha"}
+    settings = json.loads(
+        next(out.glob(f"runs/{doc['rows'][1]['runs'][0]}/result.json")).read_text()
+    )
+    assert (
+        settings["settings"]["variant"] == "no_fpn" and settings["settings"]["coupling"] == "alpha"
+    )
+    assert (out / "table3_map_vs_k.png").is_file() and (out / "cv.md").is_file()
+
+    forbid_training(monkeypatch)
+    code, printed = run_cli(argv, capsys)
+    assert code == 0 and "0 to train" in printed and "training ->" not in printed
+
+
+def test_cli_refuses_unknown_methods(capsys):
+    with pytest.raises(SystemExit):
+        experiments.parse_args(["table3", "--data", "d", "--out", "o", "--methods", "crow"])
+    assert "unknown table3 methods ['crow']" in capsys.readouterr().err

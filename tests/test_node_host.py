@@ -1,0 +1,94 @@
+"""The Node.js host (deploy/node) gives the same packed codes as Python + ONNX Runtime.
+
+Grey JSRT X-rays (256 px, resized to the 64 px model) and RGB phantoms (48 px, enlarged)
+go through a grey and an RGB model, so every decoding, resizing and channel path runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import REPO, SHARED_DATA, TINY
+
+from deploy.preprocess import load_image, prepare_image
+from export.contract import build_contract, write_contract
+from export.encoder_model import EncoderModule
+from export.onnx_export import export_onnx, run_onnx
+from keras_ynet.encode import calibrate_bit_thresholds
+from keras_ynet.fingerprint import model_fingerprint
+from keras_ynet.model import YNet
+from keras_ynet.phantoms import make_phantoms
+
+NODE_DIR = REPO / "deploy" / "node"
+SIZE = 64
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir(),
+    reason="needs node and deploy/node/node_modules (make node)",
+)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    jsrt = SHARED_DATA / "jsrt" / "images"
+    if not jsrt.is_dir():
+        pytest.skip(f"{jsrt} is absent")
+    grey = sorted(jsrt.glob("*.png"))[:3]
+    spec = make_phantoms(tmp_path_factory.mktemp("ph") / "ph", n_per_class=2, image_size=48)
+    return grey + [r.image for r in spec.records[:3]]
+
+
+def export_tiny(folder, channels, images):
+    """A tiny YNet with thresholds fitted on ``images``, as encoder.onnx + encoder.json."""
+    model = YNet(**{**TINY, "input_shape": (SIZE, SIZE, channels)}, class_names=["a", "b"])
+    calibrate_bit_thresholds(model, images)
+    export_onnx(EncoderModule(model), folder / "encoder.onnx", {"note": "test"})
+    contract = build_contract(
+        SIZE, channels, 64, model_fingerprint(model), ["a", "b"], {"onnx": "encoder.onnx"}
+    )
+    return write_contract(folder, contract)
+
+
+def run_node(*args):
+    return subprocess.run(
+        ["node", str(NODE_DIR / "encode.js"), *map(str, args)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_node_codes_equal_python_onnxruntime(images, tmp_path, channels):
+    prepared = np.stack([prepare_image(load_image(p), SIZE, channels) for p in images])
+    contract = export_tiny(tmp_path, channels, prepared)
+    result = run_node("--contract", contract, "--dump-inputs", tmp_path / "in", *images)
+    assert result.returncode == 0, result.stderr
+    lines = [line.rsplit(" ", 1) for line in result.stdout.splitlines()]
+    assert [path for path, _ in lines] == [str(p) for p in images]
+
+    expected = run_onnx(tmp_path / "encoder.onnx", prepared)["code"]
+    assert [bytes.fromhex(code) for _, code in lines] == [row.tobytes() for row in expected]
+    assert len({code for _, code in lines}) > 1  # not a constant code
+
+    # The Node host's model input equals deploy.preprocess's, byte for byte.
+    for i, path in enumerate(images):
+        node_input = np.fromfile(tmp_path / "in" / f"{i}.u8", np.uint8)
+        np.testing.assert_array_equal(node_input.reshape(prepared[i].shape), prepared[i], str(path))
+
+
+def test_node_host_errors_name_the_file(images, tmp_path):
+    two_images = np.stack(
+        [np.zeros((SIZE, SIZE, 1), np.uint8), np.full((SIZE, SIZE, 1), 9, np.uint8)]
+    )
+    contract = export_tiny(tmp_path, 1, two_images)
+    not_png = tmp_path / "scan.png"
+    not_png.write_bytes(b"not a png")
+    result = run_node("--contract", contract, not_png)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: {not_png}: not a readable PNG")
+    result = run_node("--contract", tmp_path / "missing.json", images[0])
+    assert (
+        result.returncode == 1 and "missing.json: cannot read the encoder contract" in result.stderr
+    )
