@@ -9,7 +9,10 @@ heads are offered:
 * ``"conv"``: a 1x1 convolution left at its seeded random initialisation (the paper's
   untrained convolution: a random projection per grid cell);
 * ``"trained"``: the same convolution trained with circle loss on the hash values plus a
-  quantisation term (our option, not in the paper).
+  quantisation term (our option, not in the paper). Its gradient stops at the core node:
+  the head learns how to aggregate the features the two branches taught the core node
+  (the authors' reply R1-4 describes the aggregation as "weighed with class labels"),
+  without the hash loss reshaping those features.
 
 Every head is followed by :class:`~keras_ynet.layers.BitCentering`, whose thresholds are
 fitted on the training codes by :func:`fit_bit_thresholds`.
@@ -76,6 +79,14 @@ class ChannelGroupMean(keras.layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StopGradient(keras.layers.Layer):
+    """Identity forward; no gradient flows back through it."""
+
+    def call(self, x):
+        return ops.stop_gradient(x)
+
+
 def build_hash_head(core_node, bits: int, head: str, seed: int):
     """Adds the hash head on the core node tensor; the output layer is named ``hash``."""
     if head not in HASH_HEADS:
@@ -95,6 +106,8 @@ def build_hash_head(core_node, bits: int, head: str, seed: int):
             name="hash_aggregate",
         )
         conv.trainable = head == "trained"
+        if head == "trained":
+            x = StopGradient(name="hash_stop_gradient")(x)
         x = conv(x)
     # Flatten in (h, w, c) order; bit i belongs to grid cell i // c (used by reports).
     x = layers.Flatten(name="hash_flatten")(x)
