@@ -12,33 +12,21 @@ from keras_ynet.hash_head import fit_bit_thresholds
 from keras_ynet.metrics import map_at_k
 
 
-class RetrievalCheckpoint(keras.callbacks.Callback):
-    """Keeps the weights with the best validation mAP@k (convention ``k``).
+class BestValidation(keras.callbacks.Callback):
+    """Scores the model after each epoch and restores the best weights at the end.
 
-    After each epoch, bit thresholds are fitted on the database images (the train part
-    of the train split), the validation fold is queried against them by Hamming
-    distance, and ``val_map@k`` is added to the logs. The best weights are restored
-    when training ends. The test split is never used.
+    Args:
+        score_fn: ``score_fn(model) -> float``, higher is better (validation mAP@10).
+        key: name of the score in the epoch logs (and so in history.csv).
     """
 
-    def __init__(self, db_images, db_labels, val_images, val_labels, k=10, batch_size=32):
+    def __init__(self, score_fn, key: str = "val_map@10", verbose: bool = True):
         super().__init__()
-        self.db_images, self.db_labels = db_images, np.asarray(db_labels)
-        self.val_images, self.val_labels = val_images, np.asarray(val_labels)
-        self.k, self.batch_size = k, batch_size
-        self.best, self.best_epoch, self.best_weights = -1.0, -1, None
-        self.key = f"val_map@{k}"
-
-    def score(self) -> float:
-        pre_db = hash_pre_activations(self.model, self.db_images, self.batch_size)
-        pre_val = hash_pre_activations(self.model, self.val_images, self.batch_size)
-        thresholds = fit_bit_thresholds(pre_db)
-        db_bits = (pre_db > thresholds).astype(np.uint8)
-        val_bits = (pre_val > thresholds).astype(np.uint8)
-        return map_at_k(val_bits, self.val_labels, db_bits, self.db_labels, self.k, "k")
+        self.score_fn, self.key, self.verbose = score_fn, key, verbose
+        self.best, self.best_epoch, self.best_weights = -np.inf, -1, None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = self.score()
+        value = float(self.score_fn(self.model))
         if logs is not None:
             logs[self.key] = value
         # ">=": on a tie the later (longer-trained) weights win.
@@ -49,7 +37,30 @@ class RetrievalCheckpoint(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-            print(f"restored weights of epoch {self.best_epoch + 1} ({self.key} = {self.best:.4f})")
+            if self.verbose:
+                print(
+                    f"restored weights of epoch {self.best_epoch + 1} ({self.key} = {self.best:.4f})"
+                )
+
+
+def ynet_validation_score(db_images, db_labels, val_images, val_labels, k=10, batch_size=32):
+    """A ``score_fn`` for :class:`BestValidation`: Y-Net's validation mAP@k (convention k).
+
+    Bit thresholds are fitted on the database images (the train part of the train
+    split), the validation fold is queried against them by Hamming distance. The test
+    split is never used.
+    """
+    db_labels, val_labels = np.asarray(db_labels), np.asarray(val_labels)
+
+    def score(model) -> float:
+        pre_db = hash_pre_activations(model, db_images, batch_size)
+        pre_val = hash_pre_activations(model, val_images, batch_size)
+        thresholds = fit_bit_thresholds(pre_db)
+        db_bits = (pre_db > thresholds).astype(np.uint8)
+        val_bits = (pre_val > thresholds).astype(np.uint8)
+        return map_at_k(val_bits, val_labels, db_bits, db_labels, k, "k")
+
+    return score
 
 
 class RunProgress(keras.callbacks.Callback):

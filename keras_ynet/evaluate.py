@@ -36,16 +36,15 @@ def vcdr_values(spec: DatasetSpec, records: list[Record]) -> np.ndarray | None:
     )
 
 
-def evaluate_bits(
+def evaluate_records_ranking(
     spec: DatasetSpec,
     query_records: list[Record],
-    query_bits: np.ndarray,
     db_records: list[Record],
-    db_bits: np.ndarray,
+    ranking: np.ndarray,
     ks=KS,
 ) -> RetrievalReport:
-    """Evaluates given {0, 1} codes of query and database records of one dataset."""
-    ranking = hamming_ranking(query_bits, db_bits)
+    """Every retrieval figure of a ranking of ``db_records`` per query (any ranking:
+    Hamming for codes, cosine for float descriptors)."""
     fine_q = fine_d = None
     if query_records and FINE_LABEL_COLUMN in query_records[0].extra:
         fine_q = np.array(spec.extra_column(query_records, FINE_LABEL_COLUMN))
@@ -60,6 +59,19 @@ def evaluate_bits(
         query_vcdr=vcdr_values(spec, query_records),
         db_vcdr=vcdr_values(spec, db_records),
     )
+
+
+def evaluate_bits(
+    spec: DatasetSpec,
+    query_records: list[Record],
+    query_bits: np.ndarray,
+    db_records: list[Record],
+    db_bits: np.ndarray,
+    ks=KS,
+) -> RetrievalReport:
+    """Evaluates {0, 1} codes of query and database records, ranked by Hamming distance."""
+    ranking = hamming_ranking(query_bits, db_bits)
+    return evaluate_records_ranking(spec, query_records, db_records, ranking, ks)
 
 
 def evaluate_model(model, spec: DatasetSpec, batch_size: int = 32, ks=KS) -> RetrievalReport:

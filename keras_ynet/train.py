@@ -54,13 +54,14 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     """Runs one training run as described by ``config``; returns a summary dict."""
     import keras
 
-    from keras_ynet.callbacks import RetrievalCheckpoint, RunProgress
-    from keras_ynet.dataset import load_dataset, validation_fold
+    from keras_ynet.callbacks import BestValidation, RunProgress, ynet_validation_score
+    from keras_ynet.dataset import load_dataset
     from keras_ynet.encode import calibrate_bit_thresholds, encode_bits
     from keras_ynet.evaluate import evaluate_model
     from keras_ynet.phantoms import default_phantom_dir
     from keras_ynet.pipeline import load_arrays, make_dataset
     from keras_ynet.saving import save_ynet
+    from keras_ynet.training_data import compile_adamw_cosine, prepare_training_data
 
     keras.utils.set_random_seed(config.seed)
     data_dir = Path(config.data) if config.data else default_phantom_dir(kind="fundus")
@@ -69,36 +70,15 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    fit_records, val_records = validation_fold(
-        spec.split("train"), config.val_fraction, seed=config.seed
-    )
-    if len(fit_records) < 2 or len(val_records) < 1:
-        raise ValueError(f"{data_dir}: the train split is too small to hold out a validation fold")
-    batch = min(config.batch_size, len(fit_records))
-    train_ds = make_dataset(
-        spec,
-        fit_records,
-        size,
-        spec.channels,
-        batch,
-        augment=config.augment,
-        shuffle=True,
-        seed=config.seed,
-        drop_remainder=True,
-    )
+    data = prepare_training_data(spec, config)
+    fit_records, val_records, batch = data.fit_records, data.val_records, data.batch_size
     val_ds = make_dataset(spec, val_records, size, spec.channels, batch, False, False, config.seed)
-    fit_images, _ = load_arrays(fit_records, size, spec.channels)
-    val_images, _ = load_arrays(val_records, size, spec.channels)
-
     model = build_model(config, spec, size)
-    steps = len(fit_records) // batch
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, steps * config.epochs), alpha=0.01
-    )
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay))
+    steps = data.steps
+    compile_adamw_cosine(model, config, steps, config.epochs)
 
-    checkpoint = RetrievalCheckpoint(
-        fit_images, spec.label_ids(fit_records), val_images, spec.label_ids(val_records)
+    checkpoint = BestValidation(
+        ynet_validation_score(data.fit_images, data.fit_labels, data.val_images, data.val_labels)
     )
     progress = RunProgress(config.epochs, steps * batch)
     print(
@@ -109,7 +89,7 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     )
     started = time.perf_counter()
     history = model.fit(
-        train_ds,
+        data.dataset,
         validation_data=val_ds,
         epochs=config.epochs,
         shuffle=False,  # the tf.data pipeline shuffles

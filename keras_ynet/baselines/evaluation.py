@@ -14,44 +14,16 @@ import numpy as np
 
 from deploy.codes import signs_to_bits
 from keras_ynet.dataset import DatasetSpec, Record
-from keras_ynet.evaluate import FINE_LABEL_COLUMN, KS, vcdr_values
+from keras_ynet.evaluate import KS, evaluate_records_ranking
 from keras_ynet.metrics import (
     RetrievalReport,
     cosine_ranking,
-    evaluate_ranking,
     map_at_k,
     map_at_k_from_ranking,
 )
 
 VAL_K = 10
 VAL_CONVENTION = "k"
-
-
-def evaluate_records_ranking(
-    spec: DatasetSpec,
-    query_records: list[Record],
-    db_records: list[Record],
-    ranking: np.ndarray,
-    ks=KS,
-) -> RetrievalReport:
-    """Every retrieval figure of a precomputed ranking of ``db_records`` per query.
-
-    The same steps as :func:`keras_ynet.evaluate.evaluate_bits`, for any ranking.
-    """
-    fine_q = fine_d = None
-    if query_records and FINE_LABEL_COLUMN in query_records[0].extra:
-        fine_q = np.array(spec.extra_column(query_records, FINE_LABEL_COLUMN))
-        fine_d = np.array(spec.extra_column(db_records, FINE_LABEL_COLUMN))
-    return evaluate_ranking(
-        ranking,
-        spec.label_ids(query_records),
-        spec.label_ids(db_records),
-        ks=ks,
-        query_fine_labels=fine_q,
-        db_fine_labels=fine_d,
-        query_vcdr=vcdr_values(spec, query_records),
-        db_vcdr=vcdr_values(spec, db_records),
-    )
 
 
 def evaluate_descriptors(

@@ -10,19 +10,16 @@ own descriptor. The test split is never seen here.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_ynet.baselines.evaluation import VAL_K
-from keras_ynet.callbacks import RunProgress
-from keras_ynet.dataset import DatasetSpec, Record, validation_fold
-from keras_ynet.pipeline import load_arrays, make_dataset
+from keras_ynet.callbacks import BestValidation, RunProgress
+from keras_ynet.training_data import TrainingData, compile_adamw_cosine
 
 
 class LossModel(keras.Model):
@@ -73,78 +70,6 @@ class LossModel(keras.Model):
         return self.update_trackers(self.apply_loss(x, y["label"]))
 
 
-class BestValidation(keras.callbacks.Callback):
-    """Scores the model after each epoch and restores the best weights at the end.
-
-    Args:
-        score_fn: ``score_fn(network) -> float``, higher is better (validation mAP@10).
-        key: name of the score in the epoch logs.
-    """
-
-    def __init__(self, score_fn: Callable[[keras.Model], float], key: str = "val_map@10"):
-        super().__init__()
-        self.score_fn, self.key = score_fn, key
-        self.best, self.best_epoch, self.best_weights = -np.inf, -1, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = float(self.score_fn(self.model.network))
-        if logs is not None:
-            logs[self.key] = value
-        # ">=": on a tie the later (longer-trained) weights win, as in Y-Net's checkpoint.
-        if value >= self.best:
-            self.best, self.best_epoch = value, epoch
-            self.best_weights = self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-
-
-@dataclasses.dataclass
-class TrainingData:
-    """The train split cut into a fit part and a validation fold, decoded once."""
-
-    spec: DatasetSpec
-    fit_records: list[Record]
-    val_records: list[Record]
-    fit_images: np.ndarray
-    val_images: np.ndarray
-    fit_labels: np.ndarray
-    val_labels: np.ndarray
-    batch_size: int
-    dataset: tf.data.Dataset
-
-    @property
-    def steps(self) -> int:
-        return len(self.fit_records) // self.batch_size
-
-
-def prepare_training_data(spec: DatasetSpec, config) -> TrainingData:
-    """The same fit/validation cut and batches as :func:`keras_ynet.train.train`."""
-    fit_records, val_records = validation_fold(
-        spec.split("train"), config.val_fraction, seed=config.seed
-    )
-    if len(fit_records) < 2 or len(val_records) < 1:
-        raise ValueError(f"{spec.root}: the train split is too small to hold out a validation fold")
-    batch = min(config.batch_size, len(fit_records))
-    size, channels = config.image_size, spec.channels
-    dataset = make_dataset(
-        spec, fit_records, size, channels, batch, augment=config.augment, shuffle=True,
-        seed=config.seed, drop_remainder=True,
-    )  # fmt: skip
-    return TrainingData(
-        spec=spec,
-        fit_records=fit_records,
-        val_records=val_records,
-        fit_images=load_arrays(fit_records, size, channels)[0],
-        val_images=load_arrays(val_records, size, channels)[0],
-        fit_labels=spec.label_ids(fit_records),
-        val_labels=spec.label_ids(val_records),
-        batch_size=batch,
-        dataset=dataset,
-    )
-
-
 def fit_model(
     model: LossModel,
     data: TrainingData,
@@ -160,11 +85,8 @@ def fit_model(
     """
     epochs = config.epochs if epochs is None else epochs
     out.mkdir(parents=True, exist_ok=True)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, data.steps * epochs), alpha=0.01
-    )
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay))
-    best = BestValidation(score_fn)
+    compile_adamw_cosine(model, config, data.steps, epochs)
+    best = BestValidation(lambda wrapper: score_fn(wrapper.network), verbose=False)
     progress = RunProgress(epochs, data.steps * data.batch_size)
     started = time.perf_counter()
     model.fit(
