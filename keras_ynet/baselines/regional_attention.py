@@ -28,9 +28,10 @@ from keras import layers, ops
 
 from keras_ynet.baselines.classification import Outputs, predict
 from keras_ynet.baselines.evaluation import validation_map_ranking
-from keras_ynet.baselines.training import LossModel, TrainingData, fit_model
+from keras_ynet.baselines.training import LossModel, fit_model
 from keras_ynet.layers import rmac_regions
 from keras_ynet.metrics import cosine_ranking
+from keras_ynet.training_data import TrainingData
 
 DESCRIPTOR = "descriptor"
 LEVELS = 3

@@ -54,7 +54,7 @@ def run_baseline(
     info = {"classifier": classifier_info}
     if method == "regional_attention":
         from keras_ynet.baselines.regional_attention import rank_regional_attention
-        from keras_ynet.baselines.training import prepare_training_data
+        from keras_ynet.training_data import prepare_training_data
 
         data = prepare_training_data(spec, config)
         ranking, info["attention"] = rank_regional_attention(
