@@ -36,7 +36,8 @@ class YNet(keras.Model):
         variant: ``ynet`` or an ablation: ``no_fpn`` (no segmentation loss),
             ``no_rmac`` (no classification loss), ``no_circle`` (softmax
             cross-entropy on the R-MAC embedding instead of circle loss).
-        hash_head: ``mean``, ``conv`` or ``trained`` (see :mod:`keras_ynet.hash_head`).
+        hash_head: ``trained`` (default: measured best, see docs/results.md), or the
+            paper's untrained ``mean`` / ``conv`` (see :mod:`keras_ynet.hash_head`).
         coupling: ``alpha``, ``uncertainty`` or ``fixed`` (see ``LossCoupling``).
         coupling_weights: (w_cls, w_seg) for ``fixed`` coupling.
         stem_filters: filters of the 7x7 stem convolution.
@@ -62,7 +63,7 @@ class YNet(keras.Model):
         num_mask_classes=3,
         bits=64,
         variant="ynet",
-        hash_head="mean",
+        hash_head="trained",
         coupling="uncertainty",
         coupling_weights=(1.0, 1.0),
         stem_filters=16,

@@ -32,14 +32,14 @@ class RunConfig:
 
     data: str | None = None
     out: str = "runs/default"
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 16
-    image_size: int = 256
+    image_size: int = 128
     bits: int = 64
     variant: str = "ynet"
     coupling: str = "uncertainty"
     coupling_weights: tuple[float, float] = (1.0, 1.0)
-    hash_head: str = "mean"
+    hash_head: str = "trained"
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.1

@@ -21,8 +21,6 @@ from pathlib import Path
 
 from keras_ynet.run_config import RunConfig
 
-PHANTOM_IMAGE_SIZE = 128
-
 
 def dataset_fingerprint(root: Path) -> str:
     """sha256 of labels.csv: names the exact table a model was trained on."""
@@ -158,7 +156,7 @@ def parse_args(argv=None) -> RunConfig:
         "--image-size",
         type=int,
         default=None,
-        help=f"default {d.image_size} ({PHANTOM_IMAGE_SIZE} on phantoms)",
+        help=f"side of the square model input (default {d.image_size})",
     )
     p.add_argument("--bits", type=int, default=d.bits, choices=(32, 64, 128, 256))
     p.add_argument(
@@ -188,7 +186,7 @@ def parse_args(argv=None) -> RunConfig:
         out=a.out or f"runs/{name}-{a.variant}",
         epochs=a.epochs or (PHANTOM_EPOCHS if phantoms else d.epochs),
         batch_size=a.batch_size,
-        image_size=a.image_size or (PHANTOM_IMAGE_SIZE if phantoms else d.image_size),
+        image_size=a.image_size or d.image_size,
         bits=a.bits,
         variant=a.variant,
         coupling=a.coupling,

@@ -17,7 +17,7 @@ print('$DATA/' + next(r['image'] for r in rows if r['split'] == 'test'))")
 
 rm -rf "$RUN"
 echo "== 1/4 train on $DATA"
-$PY -m keras_ynet.train --data "$DATA" --out "$RUN" --image-size 128 --epochs "${EPOCHS:-15}"
+$PY -m keras_ynet.train --data "$DATA" --out "$RUN" --epochs "${EPOCHS:-15}"
 echo "== 2/4 export"
 $PY -m export --model "$RUN/model.keras" --data "$DATA" --out "$RUN/artifacts"
 echo "== 3/4 build the device index (train split)"

@@ -118,7 +118,7 @@ def test_bit_thresholds_balance_the_training_codes():
     """Without centring every bit of a ReLU-fed mean head is 1; with it, half are."""
     keras.utils.set_random_seed(0)
     # 256 channels on the core node, as in the paper, so each bit averages 64 channels.
-    model = YNet(**{**TINY, "stage_widths": (4, 4, 4, 64)})
+    model = YNet(**{**TINY, "stage_widths": (4, 4, 4, 64)}, hash_head="mean")
     x = images(21, seed=3)
     # A channel mean of ReLU outputs is never negative: no bit could ever be 0 but for
     # exact zeros. That is the failure the thresholds fix.
