@@ -44,7 +44,7 @@ class RunConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.1
     seed: int = 0
-    augment: bool = True
+    augment: bool = False
     stem_filters: int = 16
     stage_widths: tuple[int, ...] = (8, 16, 32, 64)
     stage_blocks: tuple[int, ...] = (2, 2, 2, 2)
