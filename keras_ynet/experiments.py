@@ -28,6 +28,7 @@ from deploy.atomic import atomic_write_text
 from keras_ynet.baselines import BASELINES
 from keras_ynet.experiments_runs import execute, plan_run
 from keras_ynet.run_config import RunConfig
+from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
 TABLE2_METHODS = (*BASELINES, "ynet")
 TABLE3_ROWS = {
@@ -94,6 +95,8 @@ def run_table(table: str, args) -> int:
     out = Path(args.out).resolve()
     spec = load_dataset(args.data)
     base = base_config(args)
+    # Fix the epochs up front so every method (and the CV candidates) share them.
+    base = dataclasses.replace(base, epochs=resolve_epochs(base, steps_per_epoch(spec, base)))
     shas = {base.data: dataset_fingerprint(base.data)}
     chosen = cross_validate(spec, base, args, out, shas) if args.cv_folds else {}
     names = args.methods or (list(TABLE2_METHODS) if table == "table2" else list(TABLE3_ROWS))
@@ -149,7 +152,7 @@ def base_config(args) -> RunConfig:
     d = RunConfig()
     return RunConfig(
         data=str(Path(args.data).resolve()),
-        epochs=args.epochs or d.epochs,
+        epochs=args.epochs,
         batch_size=args.batch_size,
         image_size=args.image_size or d.image_size,
         bits=args.bits,
@@ -176,7 +179,9 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="experiment folder (tables, plot, runs/)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3)")
     p.add_argument("--methods", nargs="+", help="rows to run (default: all of the table)")
-    p.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    p.add_argument(
+        "--epochs", type=int, help=f"default: enough for {d.train_steps} optimiser steps"
+    )
     p.add_argument("--image-size", type=int, help=f"default {d.image_size}")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--bits", type=int, default=d.bits, choices=(32, 64, 128, 256))

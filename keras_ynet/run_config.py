@@ -14,7 +14,9 @@ class RunConfig:
     Attributes:
         data: dataset folder (labels.csv layout); None = the built-in phantoms.
         out: run folder (model.keras, run_config.json, history.csv, metrics.json).
-        epochs: passes over the training images.
+        epochs: passes over the training images; None = enough epochs for ``train_steps``
+            optimiser steps (a small dataset gets more epochs, the same number of updates).
+        train_steps: the step budget used when ``epochs`` is None.
         batch_size: images per step.
         image_size: side of the square model input, in pixels.
         bits: hash length.
@@ -32,7 +34,8 @@ class RunConfig:
 
     data: str | None = None
     out: str = "runs/default"
-    epochs: int = 60
+    epochs: int | None = None
+    train_steps: int = 1800
     batch_size: int = 16
     image_size: int = 128
     bits: int = 64

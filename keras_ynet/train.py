@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,7 +60,11 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     from keras_ynet.phantoms import default_phantom_dir
     from keras_ynet.pipeline import load_arrays, make_dataset
     from keras_ynet.saving import save_ynet
-    from keras_ynet.training_data import compile_adamw_cosine, prepare_training_data
+    from keras_ynet.training_data import (
+        compile_adamw_cosine,
+        prepare_training_data,
+        resolve_epochs,
+    )
 
     keras.utils.set_random_seed(config.seed)
     data_dir = Path(config.data) if config.data else default_phantom_dir(kind="fundus")
@@ -73,6 +78,7 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     val_ds = make_dataset(spec, val_records, size, spec.channels, batch, False, False, config.seed)
     model = build_model(config, spec, size)
     steps = data.steps
+    config = dataclasses.replace(config, epochs=resolve_epochs(config, steps))
     compile_adamw_cosine(model, config, steps, config.epochs)
 
     checkpoint = BestValidation(
@@ -149,7 +155,7 @@ def parse_args(argv=None) -> RunConfig:
         "--epochs",
         type=int,
         default=None,
-        help=f"default {d.epochs} ({PHANTOM_EPOCHS} on phantoms)",
+        help=f"default: enough for {d.train_steps} optimiser steps ({PHANTOM_EPOCHS} on phantoms)",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
@@ -190,7 +196,7 @@ def parse_args(argv=None) -> RunConfig:
     config = RunConfig(
         data=a.data,
         out=a.out or f"runs/{name}-{a.variant}",
-        epochs=a.epochs or (PHANTOM_EPOCHS if phantoms else d.epochs),
+        epochs=a.epochs or (PHANTOM_EPOCHS if phantoms else None),
         batch_size=a.batch_size,
         image_size=a.image_size or d.image_size,
         bits=a.bits,
@@ -212,6 +218,7 @@ PHANTOM_EPOCHS = 15
 
 def main(argv: list[str] | None = None) -> int:
     config, debug = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
     try:
         train(config, verbose=1 if sys.stdout.isatty() else 2)
     except (OSError, ValueError) as e:

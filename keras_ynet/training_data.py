@@ -5,6 +5,7 @@ that every method sees the same data and schedule."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -65,3 +66,16 @@ def compile_adamw_cosine(model: keras.Model, config, steps_per_epoch: int, epoch
         config.learning_rate, decay_steps=max(1, steps_per_epoch * epochs), alpha=0.01
     )
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay))
+
+
+def resolve_epochs(config, steps_per_epoch: int) -> int:
+    """``config.epochs``, or the epochs that spend ``config.train_steps`` optimiser steps."""
+    if config.epochs is not None:
+        return config.epochs
+    return max(1, math.ceil(config.train_steps / max(1, steps_per_epoch)))
+
+
+def steps_per_epoch(spec: DatasetSpec, config) -> int:
+    """Optimiser steps in one epoch of ``config`` on ``spec`` (after the validation fold)."""
+    fit_records, _ = validation_fold(spec.split("train"), config.val_fraction, seed=config.seed)
+    return max(1, len(fit_records) // max(1, min(config.batch_size, len(fit_records))))

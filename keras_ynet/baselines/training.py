@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from keras_ynet.baselines.evaluation import VAL_K
 from keras_ynet.callbacks import BestValidation, RunProgress
-from keras_ynet.training_data import TrainingData, compile_adamw_cosine
+from keras_ynet.training_data import TrainingData, compile_adamw_cosine, resolve_epochs
 
 
 class LossModel(keras.Model):
@@ -83,7 +83,7 @@ def fit_model(
 
     Writes ``out/history.csv``. Returns training facts (seconds, best epoch and score).
     """
-    epochs = config.epochs if epochs is None else epochs
+    epochs = resolve_epochs(config, data.steps) if epochs is None else epochs
     out.mkdir(parents=True, exist_ok=True)
     compile_adamw_cosine(model, config, data.steps, epochs)
     best = BestValidation(lambda wrapper: score_fn(wrapper.network), verbose=False)
