@@ -27,7 +27,7 @@ from pathlib import Path
 from deploy.atomic import atomic_write_text
 from keras_ynet.baselines import BASELINES
 from keras_ynet.experiments_runs import execute, plan_run
-from keras_ynet.run_config import RunConfig
+from keras_ynet.run_config import RunConfig, add_augment_argument
 from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
 TABLE2_METHODS = (*BASELINES, "ynet")
@@ -189,13 +189,7 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=RunConfig.augment,
-        help="flips (where masks allow), small rotation/scale, brightness/contrast; off by "
-        "default: measured no gain on rimone_dl and a loss on jsrt (docs/results.md)",
-    )
+    add_augment_argument(p)
     p.add_argument("--stem-filters", type=int, default=d.stem_filters)
     p.add_argument("--stage-widths", type=int, nargs="+", default=list(d.stage_widths))
     p.add_argument("--stage-blocks", type=int, nargs="+", default=list(d.stage_blocks))

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from keras_ynet.run_config import RunConfig
+from keras_ynet.run_config import RunConfig, add_augment_argument
 
 
 def dataset_fingerprint(root: Path) -> str:
@@ -182,13 +182,7 @@ def parse_args(argv=None) -> RunConfig:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=RunConfig.augment,
-        help="flips (where masks allow), small rotation/scale, brightness/contrast; off by "
-        "default: measured no gain on rimone_dl and a loss on jsrt (docs/results.md)",
-    )
+    add_augment_argument(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     a = p.parse_args(argv)
     phantoms = a.data is None
