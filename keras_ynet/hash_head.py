@@ -8,8 +8,9 @@ heads are offered:
 * ``"mean"``: the channel mean over c groups of channels (the paper's test-time head);
 * ``"conv"``: a 1x1 convolution left at its seeded random initialisation (the paper's
   untrained convolution: a random projection per grid cell);
-* ``"trained"``: the same convolution trained with circle loss on the hash values plus a
-  quantisation term (our option, not in the paper). Its gradient stops at the core node:
+* ``"trained"`` (the default, chosen by measurement: docs/results.md): the same
+  convolution trained with circle loss on the hash values plus a quantisation term
+  (our option, not in the paper). Its gradient stops at the core node:
   the head learns how to aggregate the features the two branches taught the core node
   (the authors' reply R1-4 describes the aggregation as "weighed with class labels"),
   without the hash loss reshaping those features.
