@@ -53,9 +53,4 @@ def resnet_backbone(x, stem_filters: int, stage_widths, stage_blocks):
     return features
 
 
-def backbone_stride(num_stages: int) -> int:
-    """Total stride of the last stage: 4 after the stem, then x2 per later stage."""
-    return 4 * 2 ** (num_stages - 1)
-
-
-__all__ = ["resnet_backbone", "bottleneck_block", "backbone_stride"]
+__all__ = ["resnet_backbone", "bottleneck_block"]

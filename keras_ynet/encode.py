@@ -11,11 +11,6 @@ from keras_ynet.model import YNet
 HASH_PRE_ACTIVATION = "hash_flatten"
 
 
-def predict_outputs(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> dict:
-    """All three outputs for uint8/float images (N, H, W, C) in [0, 255]."""
-    return model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
-
-
 def hash_pre_activations(model: keras.Model, images: np.ndarray, batch_size: int = 32):
     """The values entering the bit centring (before thresholds and tanh), (N, bits)."""
     sub = keras.Model(model.input, model.get_layer(HASH_PRE_ACTIVATION).output)
