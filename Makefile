@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install node demo test lint clean
+.PHONY: install node browser demo test lint clean
 
 $(BIN)/activate: requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,10 +19,17 @@ install: $(BIN)/activate
 node: deploy/node/package-lock.json
 	cd deploy/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 
+# Debian's Chromium renders the search report in a test (headless). Installed only where
+# it is missing and apt-get is there; elsewhere that test says it was skipped and why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
 demo: install
 	PY=$(BIN)/python bash scripts/demo.sh
 
-test: install node
+test: install node browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -30,7 +30,9 @@ from keras_ynet.experiments_runs import execute, plan_run
 from keras_ynet.run_config import RunConfig, add_augment_argument
 from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
-TABLE2_METHODS = (*BASELINES, "ynet")
+# ynet_embedding: the float R-MAC embedding of the same trained ynet run, by cosine
+# (float rows are compared with float rows; it trains nothing).
+TABLE2_METHODS = (*BASELINES, "ynet", "ynet_embedding")
 TABLE3_ROWS = {
     "ynet": {},
     "no_fpn": {"variant": "no_fpn"},

@@ -61,6 +61,8 @@ def _train_and_evaluate(run: Run, dataset_sha: str, out: Path) -> dict:
     from keras_ynet.dataset import load_dataset
 
     config = dataclasses.replace(run.config, out=str(run.folder))
+    if run.method == "ynet_embedding":
+        return _evaluate_ynet_embedding(config, out, dataset_sha)
     if run.method == "ynet":
         from keras_ynet.train import train
 
@@ -72,6 +74,38 @@ def _train_and_evaluate(run: Run, dataset_sha: str, out: Path) -> dict:
     spec = load_dataset(config.data)
     shared = plan_run("classifier", "classifier", config, out, dataset_sha).folder
     return run_baseline(run.method, spec, config, run.folder, classifier_dir=shared)
+
+
+def _evaluate_ynet_embedding(config: RunConfig, out: Path, dataset_sha: str) -> dict:
+    """Y-Net's float R-MAC embedding ranked by cosine: the same trained model as the
+    ``ynet`` run of these settings (not trained again), so it separates what the network
+    learned from what 64-bit hashing keeps of it. The ``ynet`` run must be stored first."""
+    import keras
+
+    from keras_ynet.dataset import load_dataset
+    from keras_ynet.evaluate import evaluate_records_ranking
+    from keras_ynet.metrics import cosine_ranking
+    from keras_ynet.pipeline import load_arrays
+    from keras_ynet.saving import load_ynet
+
+    source = plan_run("ynet", "ynet", dataclasses.replace(config, out=""), out, dataset_sha)
+    if source.cached() is None:
+        raise RuntimeError(f"ynet_embedding needs the finished ynet run {source.folder}")
+    model = load_ynet(source.folder / "model.keras")
+    embedder = keras.Model(model.input, model.get_layer("embedding").output)
+    spec = load_dataset(config.data)
+    queries, database = spec.split("test"), spec.split("train")
+    size, channels = model.input_shape[1], model.input_shape[3]
+
+    def embed(records):
+        images, _ = load_arrays(records, size, channels)
+        return embedder.predict(images.astype("float32"), batch_size=config.batch_size, verbose=0)
+
+    q, d = embed(queries), embed(database)
+    report = evaluate_records_ranking(spec, queries, database, cosine_ranking(q, d))
+    info = {"source_run": source.folder.name}
+    descriptor = {"kind": "float", "dim": int(q.shape[1])}
+    return {"report": report, "info": info, "descriptor": descriptor}
 
 
 def execute(runs: list[Run], shas: dict[str, str], out: Path, debug: bool = False):

@@ -170,6 +170,21 @@ def test_table2_end_to_end_then_resumed_without_training(phantoms, tmp_path, cap
 
 
 @pytest.mark.slow
+def test_ynet_embedding_row_reuses_the_trained_ynet_run(phantoms, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["table2", "--data", str(phantoms), "--out", str(out), "--seeds", "1", *TINY_ARGS]
+    assert experiments.main([*argv, "--methods", "ynet_embedding"]) == 1
+    assert "needs the finished ynet run" in capsys.readouterr().err  # nothing to read yet
+    code, printed = run_cli([*argv, "--methods", "ynet", "ynet_embedding"], capsys)
+    assert code == 0
+    rows = json.loads((out / "table2.json").read_text())["rows"]
+    assert [(r["name"], r["kind"]) for r in rows] == [("ynet", "hash"), ("ynet_embedding", "float")]
+    assert rows[1]["dim"] > rows[0]["dim"]
+    assert len(list(out.glob("runs/ynet-s0-*/model.keras"))) == 1  # trained once
+    assert 0.0 <= rows[1]["map"]["k"]["10"]["mean"] <= 1.0
+
+
+@pytest.mark.slow
 def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     argv = ["table3", "--data", str(phantoms), "--out", str(out), "--seeds", "1"]
