@@ -1,11 +1,16 @@
 """Image decoding and preparation shared by training, export and the device runtime.
 
-numpy + Pillow only (no TensorFlow): the device runtime and the workstation must turn
-the same file into the same model input, bit for bit, so there is exactly one copy of
-these rules. The exported ``encoder.json`` describes them for hosts in other languages:
+numpy + Pillow only (no TensorFlow; pydicom only for DICOM files, imported when one is
+read): the device runtime and the workstation must turn the same file into the same
+model input, bit for bit, so there is exactly one copy of these rules. The exported
+``encoder.json`` describes them for hosts in other languages:
 
 * decode: grey stays 1 channel, colour becomes RGB; alpha is dropped (no compositing);
-  16-bit grey maps to 8-bit by ``round(v / 257)``;
+  16-bit grey maps to 8-bit by ``round(v / 257)``; DICOM goes through its modality and
+  VOI LUT (or window) to 0..255, MONOCHROME1 inverted (:mod:`deploy.dicom`);
+* refused, with a one-line :class:`ImageError` naming the file: missing, empty,
+  truncated or unknown files, more than ``MAX_PIXELS`` pixels (checked from the header,
+  before decoding), a side under ``MIN_SIDE``, float images with NaN or infinity;
 * resize: Pillow ``Image.resize(..., BILINEAR)`` to the square model size (no aspect
   keeping; Pillow widens the kernel when shrinking, i.e. antialiases);
 * channels: grey -> RGB replicates; RGB -> grey is ITU-R BT.601 luma, rounded.
@@ -13,6 +18,8 @@ these rules. The exported ``encoder.json`` describes them for hosts in other lan
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,42 +27,150 @@ from PIL import Image
 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
+COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+# 8192 x 8192: far above any radiograph or fundus photo, below Pillow's own bomb limit,
+# and small enough that decoding plus conversion stays within a device's memory.
+MAX_PIXELS = 8192 * 8192
+# Smaller images carry no anatomy the model can use; they are almost always icons,
+# thumbnails or broken exports, better refused than silently upscaled.
+MIN_SIDE = 8
 
 
 class ImageError(ValueError):
-    """An image file is missing, unreadable or of an unsupported kind."""
+    """An image file is missing, unreadable or of an unsupported kind.
+
+    The message is always one line (line breaks in it become spaces), so a log or a
+    failure list shows one row per bad file.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip())
 
 
-def open_image(path: Path, what: str) -> Image.Image:
-    if not Path(path).is_file():
+def check_size(path: Path, width: int, height: int, what: str, min_side: int = MIN_SIDE):
+    """Refuses an image of more than ``MAX_PIXELS`` pixels or a side under ``min_side``.
+
+    Called with the size from the file header, before the pixels are decoded.
+    """
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"cannot read {what} {path}: {width}x{height} pixels is over the limit of "
+            f"{MAX_PIXELS} pixels (refused as a possible decompression bomb)"
+        )
+    if min(width, height) < min_side:
+        raise ImageError(
+            f"cannot read {what} {path}: {width}x{height} pixels is smaller than the "
+            f"minimum side of {min_side} pixels"
+        )
+
+
+def open_image(path: Path, what: str, frame: int | None = None, min_side: int = 1) -> Image.Image:
+    """Opens and decodes an image file with Pillow, checking its size from the header.
+
+    Args:
+        path: the file.
+        what: its role in messages (``"image"``, ``"mask"``).
+        frame: frame of a multi-frame file (GIF, TIFF) to load; None loads the first.
+        min_side: the smallest accepted width and height.
+
+    Raises:
+        ImageError: one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
         raise ImageError(f"{what} file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"cannot read {what} {path}: the file is empty")
     try:
-        img = Image.open(path)
+        # Pillow only warns between its limit and twice it; a warning is refused too.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"cannot read {what} {path}: decompression bomb: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"cannot read {what} {path}: not a recognised image format") from None
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct errors
+        raise ImageError(f"cannot read {what} {path}: {e}") from None
+    if frame is not None:
+        frames = getattr(img, "n_frames", 1)
+        if not 0 <= frame < frames:
+            raise ImageError(
+                f"cannot read {what} {path}: frame {frame} out of range: the file has "
+                f"{frames} frame(s)"
+            )
+    try:
+        if frame:
+            img.seek(frame)
+        check_size(path, img.width, img.height, what, min_side)  # before decoding
         img.load()
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors
-        raise ImageError(f"cannot read {what} {path}: {e}") from e
+    except ImageError:
+        raise
+    except Exception as e:  # truncated data, bad CRCs, zlib errors
+        raise ImageError(f"cannot read {what} {path}: {e}") from None
     return img
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, frame: int | None = None) -> np.ndarray:
     """Reads an image as uint8 (H, W, C) with C = 1 (grey) or 3 (colour).
 
     Conversions: RGBA -> RGB and LA -> L drop alpha (no compositing); palette and other
     colour modes -> RGB; 1-bit -> 0/255; 16-bit grey -> 8-bit by ``round(v / 257)``, which
     maps 0..65535 linearly onto 0..255 (257 * 255 = 65535). Pillow itself reduces 16-bit
-    RGB PNGs to their high byte.
+    RGB PNGs to their high byte. 32-bit float images are not supported.
+
+    DICOM (``DICM`` at byte 128, or a ``.dcm``/``.dicom`` name; needs pydicom): stored
+    values -> modality LUT (``s * RescaleSlope + RescaleIntercept``) -> VOI LUT, or the
+    first window (LINEAR: ``((m - (c - 0.5)) / (w - 1) + 0.5) * 255``, clipped), or else
+    the full ``min..max`` of the modality values linearly onto 0..255 -> rounded half up
+    (``floor(y + 0.5)``) -> MONOCHROME1 inverted (``255 - v``). 8-bit RGB DICOM stays
+    RGB. :mod:`deploy.dicom` gives every case.
+
+    Args:
+        path: the image file.
+        frame: 0-based frame of a multi-frame file; required for multi-frame DICOM.
 
     Raises:
-        ImageError: naming the file, when it is missing, truncated or not an image.
+        ImageError: one line naming the file, when it is missing, empty, truncated, not
+            an image, too large (over ``MAX_PIXELS``) or too small (a side under
+            ``MIN_SIDE``), holds NaN/infinite floats, or is of an unsupported kind.
     """
-    img = open_image(Path(path), "image")
+    path = Path(path)
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int | np.integer)):
+        raise ImageError(f"cannot read image {path}: frame must be an integer, got {frame!r}")
+    frame = None if frame is None else int(frame)
+    if not path.is_file():
+        raise ImageError(f"image file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ImageError(f"cannot read image {path}: the file is empty")
+    from deploy import dicom  # here, not at the top: deploy.dicom imports this module
+
+    if dicom.is_dicom(path):
+        return dicom.read_dicom(path, frame)
+    img = open_image(path, "image", frame, min_side=MIN_SIDE)
+    try:
+        return _pillow_to_array(img, path)
+    except ImageError:
+        raise
+    except Exception as e:  # a conversion Pillow cannot do for this particular file
+        raise ImageError(f"cannot read image {path}: {e}") from None
+
+
+def _pillow_to_array(img: Image.Image, path: Path) -> np.ndarray:
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
         arr = np.asarray(img).astype(np.int64)
         arr = np.clip(np.floor(arr / 257.0 + 0.5), 0, 255).astype(np.uint8)
         return arr[..., None]
     if img.mode in GREY_MODES:
         return np.asarray(img.convert("L"))[..., None]
-    if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+    if img.mode == "F":
+        if not np.isfinite(np.asarray(img)).all():
+            raise ImageError(f"cannot read image {path}: float pixels include NaN or infinity")
+        raise ImageError(
+            f"cannot read image {path}: 32-bit float images are not supported; save it as "
+            "8- or 16-bit"
+        )
+    if img.mode not in COLOUR_MODES:
         raise ImageError(f"cannot read image {path}: unsupported mode {img.mode!r}")
     return np.asarray(img.convert("RGB"))
 
