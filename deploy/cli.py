@@ -6,12 +6,17 @@
     python -m deploy index add --index INDEX --encoder ART/encoder.onnx new1.png new2.png
     python -m deploy index add --index INDEX --encoder ART/encoder.onnx --images NEW --compact
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 10 --json
+    python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 5 \\
+        --report why.html          # also why.png, a contact sheet (--sheet PATH to choose)
 
 ``--data`` takes a dataset folder with ``labels.csv`` (train split by default, ``--split``);
 ``--images`` a folder searched recursively (ids are relative paths). Images are prepared
 as the encoder's ``encoder.json`` says; files that cannot be read are skipped and listed.
-An index made by another encoder (fingerprint or bit length) is refused. Errors print
-one line, ``error: ...``, and exit 1; ``--debug`` shows the traceback instead.
+An index made by another encoder (fingerprint or bit length) is refused. ``--report``
+writes :mod:`deploy.report`'s "why it matched" page: each hit with its distance, label
+and per-grid-cell bit agreement with the query (a hit whose file is gone gets a
+placeholder and a note). Errors print one line, ``error: ...``, and exit 1; ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import json
 import sys
 from pathlib import Path
 
-from deploy import sources
+import numpy as np
+
+from deploy import atomic, codes, report, sources
 from deploy.encoder import Encoder, EncodeResult
-from deploy.index import BACKENDS, SIDECAR_FILE, HammingIndex, Hit
+from deploy.index import BACKENDS, CODES_FILE, SIDECAR_FILE, HammingIndex, Hit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-k", "--k", type=int, default=10, help="results (all if more than indexed)"
     )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument(
+        "--report", type=Path, help="write a 'why it matched' HTML report (and a PNG sheet)"
+    )
+    search.add_argument(
+        "--sheet", type=Path, help="contact sheet PNG (default: the --report path with .png)"
+    )
     return parser
 
 
@@ -181,13 +194,63 @@ def cmd_search(args) -> int:
         raise ValueError(f"-k must be >= 1, got {args.k}")
     encoder = _open_encoder(args)
     index = _load_index(args.index, encoder, args.encoder)
-    hits = index.lookup(encoder.encode_file(args.image), k=args.k)
+    sheet = args.sheet
+    if args.report is not None and sheet is None:
+        sheet = args.report.with_suffix(".png")
+    if args.report is not None and sheet.resolve() == args.report.resolve():
+        raise ValueError(
+            f"--report {args.report} and the sheet would be the same file; use --sheet"
+        )
+    query_bits = encoder.encode_file(args.image)
+    hits = index.lookup(query_bits, k=args.k)
     if args.json:
         results = [_hit_json(h) for h in hits]
         print(json.dumps({"query": str(args.image), "k": args.k, "results": results}, indent=2))
     else:
         print(_table(hits))
+    if args.report is not None or sheet is not None:
+        written = _write_report(args, encoder, query_bits, hits, sheet)
+        # With --json, stdout stays one JSON document.
+        print(
+            f"wrote {' and '.join(map(str, written))}", file=sys.stderr if args.json else sys.stdout
+        )
     return 0
+
+
+def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) -> list[Path]:
+    """The report of one search; hit codes come from the index, images from their paths."""
+    grid = report.HashGrid.from_contract(encoder.contract)
+    note = "" if grid else (
+        f"{encoder.contract.path} does not record the bit layout (hash_grid); it was exported "
+        "before the layout was recorded: re-export the model to get the map"
+    )  # fmt: skip
+    hit_bits = _hit_codes(args.index, hits, encoder.bits)
+    if any(int(np.sum(b != query_bits)) != h.distance for h, b in zip(hits, hit_bits, strict=True)):
+        raise ValueError(f"{args.index} changed while it was searched; search again")
+    entries = [
+        report.Entry(
+            id=str(h.id),
+            path=Path(h.metadata["path"]) if h.metadata.get("path") else None,
+            bits=bits,
+            rank=h.rank,
+            distance=h.distance,
+            label=str(h.metadata.get("label", "")),
+        )
+        for h, bits in zip(hits, hit_bits, strict=True)
+    ]
+    query = report.Entry(args.image.name, args.image, query_bits)
+    source = f"encoder {encoder.model_path} ({encoder.fingerprint}), index {args.index}"
+    content = report.Report(query, entries, grid, grid_note=note, source=source)
+    return report.write_report(content, args.report, sheet)
+
+
+def _hit_codes(folder: Path, hits: list[Hit], bits: int) -> np.ndarray:
+    """{0, 1} codes of the hits, read from the index's codes file by position."""
+    packed = np.load(atomic.recover_directory(folder) / CODES_FILE, mmap_mode="r")
+    positions = [h.position for h in hits]
+    if positions and max(positions) >= len(packed):
+        raise ValueError(f"{folder} changed while it was searched; search again")
+    return codes.unpack_bits(np.asarray(packed[positions]).reshape(len(hits), -1), bits)
 
 
 def _open_encoder(args) -> Encoder:

@@ -20,8 +20,15 @@ Format version 1 (see ``export/README.md`` for the meaning of each field)::
       "fingerprint": "...", "class_names": [...],
       "files": {"onnx": "encoder.onnx", "tflite": "encoder.tflite",
                 "tflite_int8": "encoder_int8.tflite"},
-      "tflite_signature": "serving_default"
+      "tflite_signature": "serving_default",
+      "hash_grid": {"rows": h, "cols": w, "bits_per_cell": c}
     }
+
+``hash_grid`` (optional: contracts exported before it was recorded lack it) says where
+each bit comes from: the hash head pools the core node to an h x w grid of image regions
+and gives each cell c bits; bit i belongs to cell i // c, cells in row-major order (cell
+j is row j // w, column j % w), so h * w * c = bits. The search report draws per-cell
+bit agreement from it (:mod:`deploy.report`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ BIT_ORDER = "msb_first"
 VALID_BITS = (32, 64, 128, 256)
 FILE_KEYS = ("onnx", "tflite", "tflite_int8")
 COLOUR = {1: "grey", 3: "rgb"}
+HASH_GRID_KEYS = ("rows", "cols", "bits_per_cell")
 
 
 class ContractError(ValueError):
@@ -61,6 +69,8 @@ class EncoderContract:
             that was not exported is absent.
         input_name, hash_output, code_output: the interface names.
         tflite_signature: the LiteRT signature key.
+        hash_grid: (rows, cols, bits_per_cell) of the bit layout, or None when the
+            contract does not record it (exported before it was).
         raw: the whole JSON object.
     """
 
@@ -75,6 +85,7 @@ class EncoderContract:
     hash_output: str = HASH_OUTPUT
     code_output: str = CODE_OUTPUT
     tflite_signature: str = "serving_default"
+    hash_grid: tuple[int, int, int] | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -221,6 +232,8 @@ def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
     if not isinstance(signature, str):
         problems.append(f"tflite_signature: expected str, got {signature!r}")
 
+    hash_grid = _hash_grid(data.get("hash_grid"), bits, problems)
+
     if problems:
         raise ContractError(f"{where}: invalid encoder contract:\n  " + "\n  ".join(problems))
     return EncoderContract(
@@ -235,5 +248,26 @@ def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
         hash_output=names["hash"],
         code_output=names["code"],
         tflite_signature=signature,
+        hash_grid=hash_grid,
         raw=data,
     )
+
+
+def _hash_grid(grid, bits: int | None, problems: list[str]) -> tuple[int, int, int] | None:
+    """The optional ``hash_grid`` as (rows, cols, bits_per_cell); problems are appended."""
+    if grid is None:
+        return None
+    if not isinstance(grid, dict):
+        problems.append(f"hash_grid: expected an object, got {grid!r}")
+        return None
+    values = tuple(grid.get(key) for key in HASH_GRID_KEYS)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        problems.append(f"hash_grid: {', '.join(HASH_GRID_KEYS)} must be positive integers")
+        return None
+    if bits is not None and values[0] * values[1] * values[2] != bits:
+        problems.append(
+            f"hash_grid: {values[0]} x {values[1]} cells x {values[2]} bits per cell is not "
+            f"the {bits} bits"
+        )
+        return None
+    return values

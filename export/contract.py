@@ -2,10 +2,11 @@
 
 Only what a host needs: the input interface, the preprocessing rules of
 :mod:`deploy.preprocess` spelled out, the outputs, the bit rule and bit order, the
-fingerprint and class names, and the artifact file names. Provenance (dates, versions,
-training data) goes into the ONNX metadata and ``parity.json``, not here. The reader and
-validator live in :mod:`deploy.contract` (no TensorFlow); every contract written here
-passes through it first.
+fingerprint and class names, the artifact file names, and the bit -> grid-cell layout
+(``hash_grid``, read from the model by :func:`model_hash_grid`). Provenance (dates,
+versions, training data) goes into the ONNX metadata and ``parity.json``, not here. The
+reader and validator live in :mod:`deploy.contract` (no TensorFlow); every contract
+written here passes through it first.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from deploy import contract as reader
 from deploy.atomic import atomic_write_text
-from deploy.preprocess import LUMA_WEIGHTS
+from deploy.preprocess import LUMA_WEIGHTS, MAX_PIXELS, MIN_SIDE
 
 
 def build_contract(
@@ -25,6 +26,7 @@ def build_contract(
     fingerprint: str,
     class_names: list[str],
     files: dict[str, str],
+    hash_grid: tuple[int, int, int] | None = None,
 ) -> dict:
     """The contract object (format version 1); see :mod:`deploy.contract` for the schema.
 
@@ -35,6 +37,8 @@ def build_contract(
         fingerprint: the encoder fingerprint.
         class_names: image class names, index order.
         files: artifact file names by kind (``onnx``, ``tflite``, ``tflite_int8``).
+        hash_grid: (rows, cols, bits_per_cell) from :func:`model_hash_grid`; None leaves
+            ``hash_grid`` out (the search report then draws no bit-agreement map).
     """
     contract = {
         "format_version": reader.FORMAT_VERSION,
@@ -58,6 +62,26 @@ def build_contract(
                 "sixteen_bit_other": "high byte (v16 >> 8): 16-bit RGB, RGBA and grey+alpha",
                 "low_bit_grey": "1, 2, 4-bit grey: v8 = floor(v * 255 / (2 ** depth - 1) + 0.5)",
                 "transparency_chunk": "ignored: pixels keep their colour",
+                "dicom": {
+                    "detect": "'DICM' at byte 128, or a .dcm / .dicom file name",
+                    "grey": "float64 throughout: stored value s (bits above BitsStored "
+                    "ignored, signed values sign-extended) -> modality m = s * RescaleSlope + "
+                    "RescaleIntercept (or the Modality LUT Sequence) -> y by the first "
+                    "present of: the first VOI LUT Sequence item (descriptor [n, first, "
+                    "depth], n = 0 meaning 65536: y = LUTData[clip(floor(m + 0.5) - first, "
+                    "0, n - 1)] "
+                    "* 255 / (2 ** depth - 1)); the first WindowCenter c / WindowWidth w "
+                    "(LINEAR: c1 = c - 0.5, w1 = w - 1, y = 0 if m <= c1 - w1 / 2, 255 if "
+                    "m > c1 + w1 / 2, else ((m - c1) / w1 + 0.5) * 255; LINEAR_EXACT: the "
+                    "same with c1 = c, w1 = w; SIGMOID: 255 / (1 + exp(-4 * (m - c) / w))); "
+                    "else y = (m - min(m)) * 255 / (max(m) - min(m)), 0 if max == min -> "
+                    "v = clip(floor(y + 0.5), 0, 255)",
+                    "monochrome1": "inverted last: v = 255 - v",
+                    "colour": "8-bit RGB (SamplesPerPixel 3): stored values as they are",
+                    "multi_frame": "refused unless a frame is chosen",
+                },
+                "refused": f"more than {MAX_PIXELS} pixels (checked from the header), a "
+                f"side under {MIN_SIDE} pixels, 32-bit float images, NaN or infinite values",
             },
             "resize": {
                 "when": "only if the decoded image is not size x size",
@@ -106,8 +130,28 @@ def build_contract(
         "files": dict(files),
         "tflite_signature": "serving_default",
     }
+    if hash_grid is not None:
+        rows, cols, per_cell = (int(v) for v in hash_grid)
+        contract["hash_grid"] = {
+            "rows": rows,
+            "cols": cols,
+            "bits_per_cell": per_cell,
+            "meaning": "bit i comes from grid cell i // bits_per_cell of the image, cells "
+            "row-major (cell j: row j // cols, column j % cols)",
+        }
     reader.validate_contract(contract, where="contract being exported")
     return contract
+
+
+def model_hash_grid(model) -> tuple[int, int, int]:
+    """The ``hash_grid`` argument for a YNet: (rows, cols, bits_per_cell) of its codes.
+
+    The layout is read where the workstation report reads it
+    (:func:`keras_ynet.explain.model_hash_grid`), so the two cannot disagree.
+    """
+    from keras_ynet.explain import model_hash_grid as read_grid
+
+    return read_grid(model)
 
 
 def write_contract(folder: str | Path, contract: dict) -> Path:

@@ -1,0 +1,166 @@
+"""Why a query matched, on the workstation: the search report with predicted masks.
+
+    python -m keras_ynet.explain --model RUN_DIR/model.keras --image Q.png --data DIR \\
+        [--split train] [-k 5] --out OUT.html [--sheet OUT.png]
+
+Encodes one dataset split (the database) and the query with the Keras model, ranks the
+database by Hamming distance (ties by dataset order, as :mod:`keras_ynet.evaluate` does)
+and writes :mod:`deploy.report`'s HTML page and contact sheet (default: OUT.png) for the
+top k: per hit its distance, label and per-grid-cell bit agreement with the query, and
+the model's predicted segmentation (``mask`` output, argmax per pixel) drawn over the
+query and every hit. Errors print one line, ``error: ...``, and exit 1 (``--debug``:
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from deploy import report
+from deploy.preprocess import prepare_image
+from keras_ynet.dataset import DatasetError, load_dataset, load_image
+
+SPLITS = ("train", "val", "test", "all")
+HASH_GRID_LAYER = "hash_flatten"  # its input is the (h, w, c) grid the bits are read from
+
+
+def model_hash_grid(model) -> tuple[int, int, int]:
+    """(rows, cols, bits_per_cell) of a YNet's codes.
+
+    The hash head flattens an (h, w, c) tensor in that order, so bit i comes from grid
+    cell i // c and the cells run row-major over the pooled core node.
+
+    Raises:
+        ValueError: when the model has no such layer or its grid does not give its bits.
+    """
+    try:
+        shape = tuple(int(d) for d in model.get_layer(HASH_GRID_LAYER).input.shape[1:])
+    except ValueError as err:
+        raise ValueError(f"the model has no {HASH_GRID_LAYER!r} layer: {err}") from None
+    if len(shape) != 3 or math.prod(shape) != model.bits:
+        raise ValueError(f"hash grid {shape} does not give the model's {model.bits} bits")
+    return shape
+
+
+def predict_masks(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Predicted mask classes (N, S, S) uint8: argmax of the ``mask`` output per pixel."""
+    out = model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+    return np.argmax(out["mask"], axis=-1).astype(np.uint8)
+
+
+def explain(
+    model_path, image, data, out, sheet=None, split="train", k=5, batch_size=32, log=print
+) -> list[Path]:
+    """Searches ``data``'s ``split`` for ``image`` with the model and writes the report.
+
+    Returns:
+        The files written (the HTML report, then the sheet).
+    """
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    sheet = Path(out).with_suffix(".png") if sheet is None else Path(sheet)
+    if sheet.resolve() == Path(out).resolve():
+        raise ValueError(f"the report and the sheet would both be {out}; name the report .html")
+    query = load_image(image)  # bad arguments fail before TensorFlow loads
+    spec = load_dataset(data, check_files=False, scan_masks=False)
+    records = spec.records if split == "all" else spec.split(split)
+    if not records:
+        raise ValueError(f"{spec.root / 'labels.csv'}: no rows in split {split!r}")
+    from deploy.codes import hamming_distance_matrix
+    from keras_ynet.encode import encode_bits
+    from keras_ynet.fingerprint import model_fingerprint
+    from keras_ynet.metrics import hamming_ranking
+    from keras_ynet.saving import load_ynet
+
+    log(f"loading {model_path}")
+    model = load_ynet(model_path)
+    size, _, channels = model.input_shape_
+    query = prepare_image(query, size, channels)
+    records, images = _load(records, size, channels, log)
+    log(f"encoding {len(records)} {split} images of {spec.name} ({model.bits} bits)")
+    db_bits = encode_bits(model, images, batch_size)
+    query_bits = encode_bits(model, query[None])[0]
+    distances = hamming_distance_matrix(query_bits[None], db_bits)[0]
+    top = hamming_ranking(query_bits[None], db_bits)[0][:k]
+    log(f"predicting masks of the query and {len(top)} hits")
+    masks = predict_masks(model, np.concatenate([query[None], images[top]]), batch_size)
+    hits = [
+        report.Entry(r.id, r.image, db_bits[i], rank, int(distances[i]), r.label, masks[rank])
+        for rank, i in enumerate(top.tolist(), start=1)
+        for r in [records[i]]
+    ]
+    # A query from the dataset shows its id and label; any other file its name and '-'.
+    known = {r.image.resolve(): r for r in spec.records}.get(Path(image).resolve())
+    query_id, label = (known.id, known.label) if known else (Path(image).name, "")
+    content = report.Report(
+        query=report.Entry(query_id, Path(image), query_bits, label=label, mask=masks[0]),
+        hits=hits,
+        grid=report.HashGrid(*model_hash_grid(model)),
+        mask_classes=list(model.mask_class_names or spec.mask_class_names),
+        source=f"model {model_path} ({model_fingerprint(model)}), {len(records)} {split} "
+        f"images of {spec.name}",
+    )
+    return report.write_report(content, out, sheet)
+
+
+def _load(records, size: int, channels: int, log) -> tuple[list, np.ndarray]:
+    """The records' images prepared as training prepares them; unreadable ones skipped."""
+    kept, images, failures = [], [], []
+    for r in tqdm(records, desc="reading", unit="img", disable=not sys.stderr.isatty()):
+        try:
+            images.append(prepare_image(load_image(r.image), size, channels))
+            kept.append(r)
+        except DatasetError as err:
+            failures.append(str(err))
+    if failures:
+        log(f"skipped {len(failures)} unreadable image(s): " + "; ".join(failures[:3]))
+    if not kept:
+        raise ValueError(f"none of the {len(records)} database images could be read")
+    return kept, np.stack(images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_ynet.explain",
+        description="Why a query matched: search a dataset split with a trained Y-Net and "
+        "write an HTML report and a PNG contact sheet (bit agreement + predicted masks).",
+    )
+    parser.add_argument("--model", required=True, type=Path, help="model.keras of a run")
+    parser.add_argument("--image", required=True, type=Path, help="query image")
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder (labels.csv)")
+    parser.add_argument("--split", choices=SPLITS, default="train", help="database rows")
+    parser.add_argument("-k", "--k", type=int, default=5, help="hits to show (default 5)")
+    parser.add_argument("--out", required=True, type=Path, help="HTML report to write")
+    parser.add_argument("--sheet", type=Path, help="contact sheet PNG (default: OUT.png)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        written = explain(
+            args.model, args.image, args.data, args.out, args.sheet, args.split, args.k,
+            args.batch_size, log=lambda m: print(m, file=sys.stderr),
+        )  # fmt: skip
+    except (OSError, ValueError) as err:
+        if args.debug:
+            raise
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"error: {message or type(err).__name__}", file=sys.stderr)
+        return 1
+    print(f"wrote {' and '.join(map(str, written))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
