@@ -21,7 +21,8 @@ from test_deploy import art, brute_force  # noqa: F401  (art: the session's tiny
 
 from deploy import cli, report
 from deploy.contract import ContractError, validate_contract
-from deploy.report import GAP, LINE, TILE, Entry, HashGrid, Report, cell_agreement
+from deploy.report import Entry, HashGrid, Report, cell_agreement
+from deploy.report_render import GAP, LINE, TILE, sheet_size
 from export.contract import build_contract
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +150,7 @@ def test_sheet_layout(tmp_path):
         (3, (4 * 168 + 8, 28 + 552 + 2 * 8)),
         (7, (6 * 168 + 8, 28 + 2 * 552 + 3 * 8)),
     ):
-        assert report.sheet_size(n_hits, with_grid=True) == size  # 8 blocks: 2 rows of 6
+        assert sheet_size(n_hits, with_grid=True) == size  # 8 blocks: 2 rows of 6
         report.write_report(literal_report(tmp_path, n_hits=n_hits), None, tmp_path / "s.png")
         assert Image.open(tmp_path / "s.png").size == size
     assert size == (1016, 1156)
@@ -233,7 +234,7 @@ print("RESULT", rc, loaded)
         assert f"<dd>{h['label']}</dd>" in page and h["label"] in ("glaucoma", "normal")
     assert page.count("image not shown") == 1 and f"{want[1][0]}.png" in page
     assert "2 x 2 grid" in page and "16 bit(s) per cell" in page
-    assert Image.open(out.with_suffix(".png")).size == report.sheet_size(5, with_grid=True)
+    assert Image.open(out.with_suffix(".png")).size == sheet_size(5, with_grid=True)
 
 
 def test_search_report_of_an_older_contract_says_why_there_is_no_map(
@@ -251,7 +252,7 @@ def test_search_report_of_an_older_contract_says_why_there_is_no_map(
     assert out.splitlines()[-1] == f"wrote {tmp_path / 'why.html'} and {sheet}"
     page = (tmp_path / "why.html").read_text()
     assert "does not record the bit layout (hash_grid)" in page and "re-export" in page
-    assert Image.open(sheet).size == report.sheet_size(3, with_grid=False)
+    assert Image.open(sheet).size == sheet_size(3, with_grid=False)
     # A report named .png: the sheet would overwrite it.
     assert cli.main([str(a) for a in [*argv, "--report", tmp_path / "same.png"]]) == 1
     assert "same file" in capsys.readouterr().err
@@ -275,7 +276,7 @@ def test_explain_ranks_with_keras_and_draws_masks(tiny, tmp_path, capsys):
     assert re.findall(r"<dt>id</dt><dd>([^<]*)</dd>", page) == test_ids[:1] + [i for i, _ in want]
     assert all(f"distance {d}</h2>" in page for _, d in want)
     assert "Predicted segmentation" in page and "</span>disc" in page and "</span>cup" in page
-    assert Image.open(out.with_suffix(".png")).size == report.sheet_size(4, with_grid=True)
+    assert Image.open(out.with_suffix(".png")).size == sheet_size(4, with_grid=True)
     # Bad arguments: one error line, exit 1.
     argv[1] = tmp_path / "missing.keras"
     assert explain.main([str(a) for a in argv]) == 1
