@@ -284,14 +284,26 @@ def _encode(encoder: Encoder, items: list[sources.Item], args) -> EncodeResult:
         progress=progress,
         ids=[item.id for item in items],
     )
+    if not len(result):  # one error line naming the first bad file; --debug lists them all
+        if args.debug:
+            _print_failures(result.failures)
+        more = len(result.failures) - 1
+        tail = f" (and {more} more; see --debug)" if more > 0 else ""
+        first = f": {_failure(*result.failures[0])}" if result.failures else ""
+        raise ValueError(f"none of the {len(items)} images could be read{first}{tail}")
     if result.failures:
-        print(f"skipped {len(result.failures)} bad files:", file=sys.stderr)
-        for path, message in result.failures:
-            # preprocess errors already name the file
-            print(f"  {message if path in message else f'{path}: {message}'}", file=sys.stderr)
-    if not len(result):
-        raise ValueError(f"none of the {len(items)} images could be read")
+        _print_failures(result.failures)
     return result
+
+
+def _failure(path: str, message: str) -> str:
+    return message if path in message else f"{path}: {message}"  # preprocess errors name it
+
+
+def _print_failures(failures) -> None:
+    print(f"skipped {len(failures)} bad files:", file=sys.stderr)
+    for path, message in failures:
+        print(f"  {_failure(path, message)}", file=sys.stderr)
 
 
 def _add_to(index: HammingIndex, items: list[sources.Item], result: EncodeResult) -> None:

@@ -85,7 +85,9 @@ def hamming_distance_matrix(query_bits: np.ndarray, db_bits: np.ndarray) -> np.n
     q = packed_to_words(pack_bits(query_bits))
     d = packed_to_words(pack_bits(db_bits))
     if q.shape[1] != d.shape[1]:
-        raise ValueError(f"query codes have {query_bits.shape[-1]} bits, database {db_bits.shape[-1]}")
+        raise ValueError(
+            f"query codes have {query_bits.shape[-1]} bits, database {db_bits.shape[-1]}"
+        )
     out = np.zeros((q.shape[0], d.shape[0]), np.int32)
     for w in range(q.shape[1]):
         out += np.bitwise_count(q[:, None, w] ^ d[None, :, w]).astype(np.int32)

@@ -1,39 +1,34 @@
 """A Hamming index of hash codes with ids and metadata, exact by default, Annoy on request.
 
-On disk an index is one folder, written atomically (``deploy.atomic``):
-
-* ``index.json``: the sidecar: ``format_version``, ``bits``, ``metric`` ("hamming"), the
-  constructor config (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the
-  encoder ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy
-  forest / added after it was built), ``ids``, per-item ``metadata`` (e.g. path, label),
-  and a sha256 of the codes;
-* ``codes.npy``: every item's packed code (uint8, ``codes.pack_bits`` layout), so exact
-  search and the delta survive a reload;
-* ``index.ann``: the Annoy forest, only when one was built.
+On disk an index is one folder (``index.json`` sidecar, ``codes.npy``, ``index.ann``),
+written atomically and checked on reading by :mod:`deploy.index_store`, whose names
+(``SIDECAR_FILE``, ``IndexFormatError``, ...) are importable from here too.
 
 Only numpy, annoy and the standard library are imported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import annoy
 import numpy as np
 
-from deploy import atomic, codes
+from deploy import codes, index_store
 from deploy.exact import exact_topk
+from deploy.index_store import (  # noqa: F401  (re-exported: the index's public names)
+    ANNOY_FILE,
+    ANNOY_SEED,
+    CODES_FILE,
+    FORMAT_VERSION,
+    SIDECAR_FILE,
+    IndexFormatError,
+    IndexMismatchError,
+)
 
-FORMAT_VERSION = 1
-SIDECAR_FILE = "index.json"
-CODES_FILE = "codes.npy"
-ANNOY_FILE = "index.ann"
-ANNOY_SEED = 0  # Annoy's forest is reproducible with a fixed seed and one build thread
 BACKENDS = ("auto", "exact", "annoy")
 _ANNOY_ADD_BATCH = 8192  # rows unpacked to Python lists at a time while feeding Annoy
 
@@ -111,15 +106,19 @@ class HammingIndex:
         backend: str = "auto",
         annoy_min_items: int | None = None,
     ):
-        if bits not in codes.VALID_BIT_LENGTHS:
+        if not _is_int(bits) or bits not in codes.VALID_BIT_LENGTHS:
             raise ValueError(f"bits must be one of {codes.VALID_BIT_LENGTHS}, got {bits!r}")
         if not isinstance(fingerprint, str):
             raise ValueError(f"fingerprint must be a str, got {type(fingerprint).__name__}")
-        if backend not in BACKENDS:
+        if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if n_trees < 1 or (search_k < 1 and search_k != -1):
+        if not _is_int(n_trees) or n_trees < 1:
+            raise ValueError(f"n_trees must be an int >= 1, got {n_trees!r}")
+        if not _is_int(search_k) or not (search_k >= 1 or search_k == -1):
+            raise ValueError(f"search_k must be an int >= 1 or -1, got {search_k!r}")
+        if annoy_min_items is not None and not (_is_int(annoy_min_items) and annoy_min_items >= 0):
             raise ValueError(
-                f"need n_trees >= 1 and search_k >= 1 or -1, got {n_trees}, {search_k}"
+                f"annoy_min_items must be None or an int >= 0, got {annoy_min_items!r}"
             )
         self.bits = bits
         self.fingerprint = fingerprint
@@ -318,15 +317,21 @@ class HammingIndex:
     # Saving and loading ---------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Writes the index folder atomically: a crash leaves the previous one loadable."""
-        with atomic.atomic_directory(directory) as tmp:
-            packed = self._packed[: self._n]
-            if self._annoy is not None:
-                self._annoy.save(str(tmp / ANNOY_FILE))
-            np.save(tmp / CODES_FILE, packed)
-            annoy_bytes = (tmp / ANNOY_FILE).stat().st_size if self._annoy is not None else 0
-            sidecar = _sidecar(self, hashlib.sha256(packed.tobytes()).hexdigest(), annoy_bytes)
-            (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+        """Writes the index folder atomically: a crash leaves the previous one loadable.
+
+        Raises:
+            FileExistsError: ``directory`` is a file, or a non-empty folder that holds no
+                index (it would be replaced, and its files lost).
+        """
+        index_store.write_index(
+            directory,
+            self.get_config(),
+            self._packed[: self._n],
+            self._ids,
+            self._metadata,
+            self._annoy,
+            self._n_annoy,
+        )
 
     @classmethod
     def load(
@@ -335,117 +340,26 @@ class HammingIndex:
         expected_fingerprint: str | None = None,
         expected_bits: int | None = None,
     ) -> HammingIndex:
-        """Loads an index folder, refusing one made by another encoder or bit length."""
-        folder = atomic.recover_directory(directory)
-        sidecar_path = folder / SIDECAR_FILE
-        meta = _read_sidecar(sidecar_path)
-        if expected_bits is not None and meta["bits"] != expected_bits:
-            raise ValueError(
-                f"index at {folder} holds {meta['bits']}-bit codes, expected {expected_bits}"
-            )
-        if expected_fingerprint is not None and meta["fingerprint"] != expected_fingerprint:
-            raise ValueError(
-                f"index at {folder} was made by encoder {meta['fingerprint']!r}, expected "
-                f"{expected_fingerprint!r}: re-index with the current encoder"
-            )
+        """Loads an index folder, refusing one made by another encoder or bit length.
+
+        Raises:
+            FileNotFoundError: no ``index.json`` in ``directory``.
+            IndexMismatchError: the index holds codes of another encoder or bit length.
+            IndexFormatError: a file is truncated, corrupted or inconsistent (named).
+        """
+        stored = index_store.read_index(directory, expected_fingerprint, expected_bits)
         try:
-            index = cls.from_config({key: meta[key] for key in _CONFIG_KEYS})
-            ids = [_check_id(i) for i in meta["ids"]]
-        except ValueError as err:
-            raise ValueError(f"index sidecar {sidecar_path} is corrupted: {err}") from err
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"index sidecar {sidecar_path} lists duplicate ids")
-        if not all(isinstance(m, dict) for m in meta["metadata"]):
-            raise ValueError(f"index sidecar {sidecar_path} is corrupted: metadata not dicts")
-        packed = _read_codes(folder / CODES_FILE, meta, index._n_bytes)
-        index._append(packed, ids, meta["metadata"])
-        if meta["n_annoy"]:
-            index._annoy = _read_annoy(folder / ANNOY_FILE, meta)
-            index._n_annoy = meta["n_annoy"]
+            index = cls.from_config(stored.config)
+        except (TypeError, ValueError) as err:
+            sidecar = stored.path / SIDECAR_FILE
+            raise IndexFormatError(f"index sidecar {sidecar} is corrupted: {err}") from None
+        index._append(stored.packed, stored.ids, stored.metadata)
+        index._annoy, index._n_annoy = stored.forest, stored.n_annoy
         return index
 
 
-_CONFIG_KEYS = ("bits", "fingerprint", "n_trees", "search_k", "backend", "annoy_min_items")
-_SIDECAR_TYPES = {
-    "format_version": int, "metric": str, "count": int, "n_annoy": int, "n_delta": int,
-    "ids": list, "metadata": list, "codes_sha256": str, "annoy_bytes": int,
-    "bits": int, "fingerprint": str, "n_trees": int, "search_k": int, "backend": str,
-}  # fmt: skip
-
-
-def _sidecar(index: HammingIndex, codes_sha256: str, annoy_bytes: int) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "metric": "hamming",
-        **index.get_config(),
-        "annoy_seed": ANNOY_SEED,
-        "count": index._n,
-        "n_annoy": index._n_annoy,
-        "n_delta": index._n - index._n_annoy,
-        "codes_sha256": codes_sha256,
-        "annoy_bytes": annoy_bytes,
-        "ids": index._ids,
-        "metadata": index._metadata,
-    }
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no index at {path.parent}: {path.name} is missing")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"index sidecar {path} is corrupted or truncated: {err}") from err
-    if not isinstance(meta, dict):
-        raise ValueError(f"index sidecar {path} is corrupted: not a JSON object")
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("metric") != "hamming":
-        raise ValueError(
-            f"index sidecar {path} has format {meta.get('format_version')!r} / metric "
-            f"{meta.get('metric')!r}; this code reads format {FORMAT_VERSION}, metric 'hamming'"
-        )
-    for key, kind in _SIDECAR_TYPES.items():
-        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
-            raise ValueError(
-                f"index sidecar {path} is corrupted: {key!r} missing or not {kind.__name__}"
-            )
-    if "annoy_min_items" not in meta:
-        raise ValueError(f"index sidecar {path} is corrupted: 'annoy_min_items' missing")
-    n, n_annoy = meta["count"], meta["n_annoy"]
-    if not (len(meta["ids"]) == len(meta["metadata"]) == n == n_annoy + meta["n_delta"]):
-        raise ValueError(f"index sidecar {path} is corrupted: item counts disagree")
-    return meta
-
-
-def _read_codes(path: Path, meta: dict[str, Any], n_bytes: int) -> np.ndarray:
-    try:
-        packed = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"codes file {path} is missing, truncated or corrupted: {err}") from err
-    if packed.dtype != np.uint8 or packed.shape != (meta["count"], n_bytes):
-        raise ValueError(
-            f"codes file {path} holds {packed.dtype} {packed.shape}, expected uint8 "
-            f"({meta['count']}, {n_bytes}) from the sidecar"
-        )
-    if hashlib.sha256(packed.tobytes()).hexdigest() != meta["codes_sha256"]:
-        raise ValueError(f"codes file {path} is corrupted: its sha256 differs from the sidecar's")
-    return packed
-
-
-def _read_annoy(path: Path, meta: dict[str, Any]) -> annoy.AnnoyIndex:
-    forest = annoy.AnnoyIndex(meta["bits"], "hamming")
-    try:
-        size = path.stat().st_size
-        if size != meta["annoy_bytes"]:
-            raise OSError(f"{size} bytes, the sidecar says {meta['annoy_bytes']}")
-        forest.load(str(path))
-    except OSError as err:
-        raise ValueError(f"Annoy file {path} is missing, truncated or corrupted: {err}") from err
-    if forest.get_n_items() != meta["n_annoy"] or forest.get_n_trees() != meta["n_trees"]:
-        raise ValueError(
-            f"Annoy file {path} holds {forest.get_n_items()} items in {forest.get_n_trees()} "
-            f"trees, the sidecar says {meta['n_annoy']} in {meta['n_trees']}"
-        )
-    return forest
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _check_id(value) -> str | int:

@@ -16,7 +16,9 @@ from typing import Any
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 # Suffixes a folder scan picks up (lower-cased); other files (notes, CSVs) are ignored.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm")
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".dcm", ".dicom",
+)  # fmt: skip
 _DATASET_COLUMNS = ("id", "image", "label", "split")
 
 
@@ -47,13 +49,26 @@ def dataset_items(root: str | Path, split: str = "train") -> list[Item]:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_CHOICES)}")
     root = Path(root).expanduser().absolute()
     csv_path = root / "labels.csv"
+    if not root.is_dir():
+        raise ValueError(f"dataset folder not found: {root}")
     if not csv_path.is_file():
         raise ValueError(f"{csv_path} not found: --data needs a dataset folder with labels.csv")
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{csv_path} is not UTF-8 text: {err}") from err
+    except OSError as err:
         raise ValueError(f"cannot read {csv_path}: {err}") from err
+    if "\0" in text:
+        raise ValueError(f"{csv_path} holds NUL bytes: binary data, not a CSV text file")
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _rows(csv_path, root, reader, split)
+    except csv.Error as err:  # a field over the csv module's size limit
+        raise ValueError(f"{csv_path} line {reader.line_num}: not a readable CSV: {err}") from err
+
+
+def _rows(csv_path: Path, root: Path, reader: csv.DictReader, split: str) -> list[Item]:
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in _DATASET_COLUMNS if c not in header]
     if missing:
@@ -69,6 +84,11 @@ def dataset_items(root: str | Path, split: str = "train") -> list[Item]:
         if cells["id"] in seen:
             raise ValueError(f"{csv_path} line {reader.line_num}: duplicate id {cells['id']!r}")
         seen.add(cells["id"])
+        if cells["split"] not in SPLIT_CHOICES[:-1]:
+            raise ValueError(
+                f"{csv_path} line {reader.line_num}: unknown split {cells['split']!r} "
+                f"(allowed: {', '.join(SPLIT_CHOICES[:-1])})"
+            )
         if split != "all" and cells["split"] != split:
             continue
         path = root / cells["image"]

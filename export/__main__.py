@@ -5,7 +5,9 @@
 
 writes ``encoder.onnx``, ``encoder.tflite``, ``encoder_int8.tflite``, ``encoder.json`` (the
 host contract) and ``parity.json`` into ``--out``, all or nothing: the folder appears only
-once the float exports give the same bits as Keras on every checked image.
+once the float exports give the same bits as Keras on every checked image. Progress and
+the summary go to stdout; stderr carries warnings and, on failure, one ``error: ...`` line
+(exit 1; ``--debug`` shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exports; returns 0, or 1 after one ``error: ...`` line (``--debug``: the traceback)."""
     args = parse_args(argv)
     if not args.debug:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
@@ -53,17 +56,19 @@ def main(argv: list[str] | None = None) -> int:
             int8=not args.no_int8,
             parity_train=args.parity_train,
             calibration_images=args.calibration_images,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
+            log=lambda line: print(line, flush=True),  # stderr is for warnings and errors
         )
     except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+        if args.debug:
+            raise
+        print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
     except Exception as e:  # one line for the user; --debug shows the traceback
         if args.debug:
             raise
-        known = isinstance(e, (ValueError, OSError, RuntimeError))
-        message = str(e) if known else f"{type(e).__name__}: {e} (rerun with --debug)"
-        print(f"error: {message}", file=sys.stderr)
+        from keras_ynet.dataset import error_line
+
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     print_summary(report)
     return 0

@@ -147,9 +147,9 @@ def model_hash_grid(model) -> tuple[int, int, int]:
     """The ``hash_grid`` argument for a YNet: (rows, cols, bits_per_cell) of its codes.
 
     The layout is read where the workstation report reads it
-    (:func:`keras_ynet.explain.model_hash_grid`), so the two cannot disagree.
+    (:func:`keras_ynet.hash_head.model_hash_grid`), so the two cannot disagree.
     """
-    from keras_ynet.explain import model_hash_grid as read_grid
+    from keras_ynet.hash_head import model_hash_grid as read_grid
 
     return read_grid(model)
 

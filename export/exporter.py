@@ -18,7 +18,7 @@ from pathlib import Path
 import keras_ynet
 from deploy.atomic import atomic_directory
 from deploy.contract import CONTRACT_FILE
-from export.contract import build_contract, write_contract
+from export.contract import build_contract, model_hash_grid, write_contract
 from export.parity import PARITY_FILE, check_parity, prepare_records
 from keras_ynet.dataset import load_dataset
 from keras_ynet.fingerprint import FINGERPRINT_HEX_CHARS, model_fingerprint
@@ -147,9 +147,9 @@ def export_encoder(
             calibration,
             progress=lambda message: step(f"{message} -> {tmp.name}"),
         )
-        write_contract(
-            tmp, build_contract(size, channels, model.bits, fingerprint, class_names, files)
-        )
+        grid = model_hash_grid(model)  # bit -> image region, for the search report
+        contract = build_contract(size, channels, model.bits, fingerprint, class_names, files, grid)
+        write_contract(tmp, contract)
         report = check_parity(model, tmp, files, spec, parity_train, progress=step)
         report["fingerprint"] = fingerprint
         report["files"] = {name: (tmp / name).stat().st_size for name in files.values()}

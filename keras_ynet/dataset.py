@@ -11,7 +11,8 @@ is one of ``train``, ``val``, ``test``, and extra columns are kept as strings. A
 Masks are uint8 label images: pixel value = index into ``mask_classes``.
 
 :func:`load_dataset` checks everything up front and raises one :class:`DatasetError`
-listing every problem found (row, id, file), so a broken folder is fixed in one pass.
+listing every problem found (row, id, file), so a broken folder is fixed in one pass;
+its ``summary`` is the one-line form the command lines print (:func:`error_line`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deploy import preprocess
+from deploy import dicom, preprocess
 
 REQUIRED_COLUMNS = ("id", "image", "mask", "label", "split")
 SPLITS = ("train", "val", "test")
@@ -34,11 +35,53 @@ FUNDUS_MASK_CLASSES = ("background", "disc", "cup")
 CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
 # Mask kinds whose classes name a body side: a horizontal flip would swap their meaning.
 SIDE_SPECIFIC_KINDS = ("chest",)
-MAX_REPORTED = 20
+# Splits every consumer reads: train is the database, test the queries (and parity images).
+REQUIRED_SPLITS = ("train", "test")
 
 
 class DatasetError(ValueError):
-    """A dataset folder, its labels.csv or one of its files is invalid."""
+    """A dataset folder, its labels.csv or one of its files is invalid.
+
+    ``str(err)`` lists every problem, one per line; :attr:`summary` is one line.
+
+    Args:
+        message: the whole message.
+        problems: the individual problems it lists (empty for a single problem).
+        where: what the problems are in (the labels.csv path), for the summary.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None, where: str = ""):
+        super().__init__(message)
+        self.problems = list(problems or [])
+        self.where = where
+
+    @property
+    def summary(self) -> str:
+        """One line: the first problem and how many more, or the whole message."""
+        if not self.problems:
+            return _one_line(str(self))
+        more = len(self.problems) - 1
+        tail = f" (and {more} more; see --debug)" if more else ""
+        return _one_line(f"invalid dataset {self.where}: {self.problems[0]}{tail}")
+
+
+def error_line(err: BaseException) -> str:
+    """The one-line message a command line prints as ``error: ...`` for ``err``.
+
+    Every command line of the project follows one contract: one line on stderr, exit 1,
+    and the traceback only with ``--debug``. A :class:`DatasetError` gives its summary;
+    any other message is joined onto one line. Errors of other types than ``ValueError``,
+    ``OSError`` and ``RuntimeError`` (ours, which name the file at fault) also get their
+    type name and a hint to rerun with ``--debug``.
+    """
+    message = err.summary if isinstance(err, DatasetError) else _one_line(str(err))
+    if not isinstance(err, ValueError | OSError | RuntimeError):
+        message = f"{type(err).__name__}: {message} (rerun with --debug)"
+    return message or type(err).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 @dataclass(frozen=True)
@@ -126,8 +169,11 @@ def _open(path: Path, what: str) -> Image.Image:
 
 def _header(path: Path, what: str, verify: bool = False) -> tuple[str, tuple[int, int]]:
     """(mode, (height, width)) from the file header; ``verify`` checks PNG chunk CRCs."""
-    if not path.is_file():
+    if not _is_file(path):
         raise DatasetError(f"{what} file not found: {path}")
+    if what == "image" and dicom.is_dicom(path):  # decoded in full: DICOM has no Pillow header
+        image = load_image(path)
+        return ("L" if image.shape[-1] == 1 else "RGB"), image.shape[:2]
     try:
         with Image.open(path) as img:
             mode, size = img.mode, (img.height, img.width)
@@ -136,6 +182,13 @@ def _header(path: Path, what: str, verify: bool = False) -> tuple[str, tuple[int
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors
         raise DatasetError(f"cannot read {what} {path}: {e}") from e
     return mode, size
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -186,7 +239,7 @@ def _read_json(root: Path, problems: list[str]) -> dict:
         return {}
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DatasetError(f"{path}: not valid JSON: {e}") from e
     if not isinstance(meta, dict):
         raise DatasetError(f"{path}: expected a JSON object")
@@ -204,19 +257,41 @@ def _read_rows(csv_path: Path, problems: list[str]) -> list[tuple[str, Record]]:
     root = csv_path.parent.absolute()
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{csv_path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+            f"{e.start}): save labels.csv as UTF-8 CSV"
+        ) from e
+    except OSError as e:
         raise DatasetError(f"cannot read {csv_path}: {e}") from e
+    if "\0" in text:
+        raise DatasetError(
+            f"{csv_path} holds NUL bytes: binary data or UTF-16 text, not a UTF-8 CSV file"
+        )
     reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _parse_rows(csv_path, root, reader, problems)
+    except csv.Error as e:  # a field over the csv module's size limit
+        raise DatasetError(f"{csv_path} line {reader.line_num}: not a readable CSV: {e}") from e
+
+
+def _parse_rows(
+    csv_path: Path, root: Path, reader, problems: list[str]
+) -> list[tuple[str, Record]]:
     header = next(reader, None)
     if header is None or not any(h.strip() for h in header):
         raise DatasetError(f"{csv_path}: empty file; expected header {','.join(REQUIRED_COLUMNS)}")
     header = [h.strip() for h in header]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
+        shown = ",".join(header)
+        shown = repr(shown if len(shown) <= 80 else shown[:77] + "...")
         raise DatasetError(
-            f"{csv_path} line 1: missing required column(s) {', '.join(missing)}; "
-            f"header is {','.join(header)}"
+            f"{csv_path} line 1: missing required column(s) {', '.join(missing)}; header is {shown}"
         )
+    duplicated = sorted({h for h in header if h and header.count(h) > 1})
+    if duplicated:
+        raise DatasetError(f"{csv_path} line 1: duplicate column(s) {', '.join(duplicated)}")
     rows, first_row_of = [], {}
     for values in reader:
         if not any(v.strip() for v in values):
@@ -253,6 +328,27 @@ def _read_rows(csv_path: Path, problems: list[str]) -> list[tuple[str, Record]]:
     return rows
 
 
+def _split_problems(rows: list[tuple[str, Record]], required: tuple[str, ...]) -> list[str]:
+    """Empty required splits, and labels without train rows (never learnt, never found)."""
+    problems = []
+    for split in required:
+        if not any(r.split == split for _, r in rows):
+            problems.append(f"no rows with split {split!r}: the {split} split is empty")
+    if not any(r.split == "train" for _, r in rows):
+        return problems
+    trained = {r.label for _, r in rows if r.split == "train"}
+    first_untrained: dict[str, tuple[str, set[str]]] = {}
+    for where, r in rows:
+        if r.label and r.label not in trained and r.split in SPLITS:
+            first_untrained.setdefault(r.label, (where, set()))[1].add(r.split)
+    for label, (where, splits) in first_untrained.items():
+        problems.append(
+            f"label {label!r} has no train rows, only {'/'.join(sorted(splits))} rows (first: "
+            f"{where}): the model never learns it and its queries have no relevant images"
+        )
+    return problems
+
+
 def _infer_layout(root: Path, labels: set[str], max_value: int) -> tuple[list[str], str]:
     name = root.name.lower()
     if "rimone" in name or (labels and labels <= {"glaucoma", "normal"}):
@@ -263,7 +359,10 @@ def _infer_layout(root: Path, labels: set[str], max_value: int) -> tuple[list[st
 
 
 def load_dataset(
-    root: str | Path, check_files: bool = True, scan_masks: bool = True
+    root: str | Path,
+    check_files: bool = True,
+    scan_masks: bool = True,
+    required_splits: tuple[str, ...] = REQUIRED_SPLITS,
 ) -> DatasetSpec:
     """Reads and validates a dataset folder.
 
@@ -277,18 +376,22 @@ def load_dataset(
             ``rimone`` or glaucoma/normal labels -> background/disc/cup; ``jsrt`` ->
             background/right_lung/left_lung/heart), the number of mask classes is inferred
             as max value + 1, which needs the scan: masks are then scanned regardless.
+        required_splits: splits that must hold rows (default train, the retrieval
+            database, and test, the queries). Every label must also have train rows.
 
     Returns:
         The :class:`DatasetSpec`.
 
     Raises:
-        DatasetError: listing up to ``MAX_REPORTED`` problems, each naming labels.csv, the
-            row (1-based data row and file line) and id, and the file at fault.
+        DatasetError: listing every problem, each naming labels.csv, the row (1-based data
+            row and file line) and id, and the file at fault.
     """
     root = Path(root).expanduser()
     csv_path = root / "labels.csv"
-    if not root.is_dir():
+    if not root.exists():
         raise DatasetError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} is a file, not a folder")
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path} not found: a dataset folder needs labels.csv")
     problems: list[str] = []
@@ -296,8 +399,7 @@ def load_dataset(
     rows = _read_rows(csv_path, problems)
     records = [r for _, r in rows]
     labels = {r.label for r in records if r.label}
-    if not any(r.split == "train" for r in records):
-        problems.append("no rows with split 'train': the train split is empty")
+    problems.extend(_split_problems(rows, required_splits))
 
     declared = meta.get("mask_classes")
     has_masks = any(r.mask is not None for r in records)
@@ -312,6 +414,8 @@ def load_dataset(
                 image_sizes[r.id] = _header(r.image, "image", verify=True)[1]
             if r.mask is not None and need_scan:
                 mask = load_mask(r.mask)
+                if not mask.size:
+                    raise DatasetError(f"mask {r.mask} has no pixels")
                 shape, max_value = mask.shape, max(max_value, int(mask.max()))
                 if fixed is not None and mask.max() >= len(fixed):
                     bad = [int(v) for v in np.unique(mask) if v >= len(fixed)]
@@ -323,7 +427,7 @@ def load_dataset(
                 shape = _header(r.mask, "mask", verify=True)[1]
             else:
                 continue
-        except DatasetError as e:
+        except (OSError, ValueError) as e:  # DatasetError, or a path the OS refuses
             problems.append(f"{where}: {e}")
             continue
         size = image_sizes.get(r.id)
@@ -342,11 +446,11 @@ def load_dataset(
                 "class indices; store labels 0..K-1 or declare mask_classes in dataset.json"
             )
     if problems:
-        more = len(problems) - MAX_REPORTED
-        lines = "\n  ".join(problems[:MAX_REPORTED])
-        tail = f"\n  and {more} more" if more > 0 else ""
+        lines = "\n  ".join(problems)
         raise DatasetError(
-            f"invalid dataset {csv_path}: {len(problems)} problem(s)\n  {lines}{tail}"
+            f"invalid dataset {csv_path}: {len(problems)} problem(s):\n  {lines}",
+            problems,
+            str(csv_path),
         )
 
     mode, size = _header(records[0].image, "image")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_ynet.dataset import DatasetSpec, Record, load_dataset, load_mask
+from deploy.atomic import atomic_write_text
+from keras_ynet.dataset import DatasetSpec, Record, error_line, load_dataset, load_mask
 from keras_ynet.metrics import RetrievalReport, evaluate_ranking, hamming_ranking, vertical_cdr
 
 KS = (5, 10, 20, 50)
@@ -97,6 +98,7 @@ def evaluate_model(model, spec: DatasetSpec, batch_size: int = 32, ks=KS) -> Ret
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Evaluates; returns 0, or 1 after one ``error: ...`` line (``--debug``: the traceback)."""
     parser = argparse.ArgumentParser(prog="python -m keras_ynet.evaluate", description=__doc__)
     parser.add_argument("--model", required=True, help="model.keras of a training run")
     parser.add_argument("--data", required=True, help="dataset folder with labels.csv")
@@ -104,17 +106,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
     try:
+        if args.json and not Path(args.json).absolute().parent.is_dir():
+            raise FileNotFoundError(f"--json {args.json}: its folder does not exist")
+        spec = load_dataset(args.data)  # before the model: a bad folder fails at once
         from keras_ynet.saving import load_ynet
 
         model = load_ynet(args.model)
-        spec = load_dataset(args.data)
         report = evaluate_model(model, spec, args.batch_size)
-    except (OSError, ValueError) as e:
+        if args.json:
+            atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     print(
         f"# Retrieval on {spec.name}: {len(spec.split('test'))} queries (test) against "
@@ -122,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report.to_markdown())
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
         print(f"\nwrote {args.json}")
     return 0
 

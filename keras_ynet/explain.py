@@ -15,7 +15,6 @@ traceback).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -26,27 +25,9 @@ from tqdm import tqdm
 from deploy import report
 from deploy.preprocess import prepare_image
 from keras_ynet.dataset import DatasetError, load_dataset, load_image
+from keras_ynet.hash_head import model_hash_grid
 
 SPLITS = ("train", "val", "test", "all")
-HASH_GRID_LAYER = "hash_flatten"  # its input is the (h, w, c) grid the bits are read from
-
-
-def model_hash_grid(model) -> tuple[int, int, int]:
-    """(rows, cols, bits_per_cell) of a YNet's codes.
-
-    The hash head flattens an (h, w, c) tensor in that order, so bit i comes from grid
-    cell i // c and the cells run row-major over the pooled core node.
-
-    Raises:
-        ValueError: when the model has no such layer or its grid does not give its bits.
-    """
-    try:
-        shape = tuple(int(d) for d in model.get_layer(HASH_GRID_LAYER).input.shape[1:])
-    except ValueError as err:
-        raise ValueError(f"the model has no {HASH_GRID_LAYER!r} layer: {err}") from None
-    if len(shape) != 3 or math.prod(shape) != model.bits:
-        raise ValueError(f"hash grid {shape} does not give the model's {model.bits} bits")
-    return shape
 
 
 def predict_masks(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -21,6 +21,8 @@ fitted on the training codes by :func:`fit_bit_thresholds`.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -113,6 +115,27 @@ def build_hash_head(core_node, bits: int, head: str, seed: int):
     # Flatten in (h, w, c) order; bit i belongs to grid cell i // c (used by reports).
     x = layers.Flatten(name="hash_flatten")(x)
     return BitCentering(bits, name="hash")(x)
+
+
+HASH_GRID_LAYER = "hash_flatten"  # its input is the (h, w, c) grid the bits are read from
+
+
+def model_hash_grid(model) -> tuple[int, int, int]:
+    """(rows, cols, bits_per_cell) of a YNet's codes.
+
+    The hash head flattens an (h, w, c) tensor in that order, so bit i comes from grid
+    cell i // c and the cells run row-major over the pooled core node.
+
+    Raises:
+        ValueError: when the model has no such layer or its grid does not give its bits.
+    """
+    try:
+        shape = tuple(int(d) for d in model.get_layer(HASH_GRID_LAYER).input.shape[1:])
+    except ValueError as err:
+        raise ValueError(f"the model has no {HASH_GRID_LAYER!r} layer: {err}") from None
+    if len(shape) != 3 or math.prod(shape) != model.bits:
+        raise ValueError(f"hash grid {shape} does not give the model's {model.bits} bits")
+    return shape
 
 
 def fit_bit_thresholds(pre_activations: np.ndarray) -> np.ndarray:

@@ -50,14 +50,22 @@ def build_model(config: RunConfig, spec, image_size: int):
 
 
 def train(config: RunConfig, verbose: int = 2) -> dict:
-    """Runs one training run as described by ``config``; returns a summary dict."""
+    """Runs one training run as described by ``config``; returns a summary dict.
+
+    The dataset is validated before TensorFlow is imported, so a broken folder fails in
+    a second, naming every bad row (:class:`keras_ynet.dataset.DatasetError`).
+    """
+    from keras_ynet.dataset import load_dataset
+    from keras_ynet.phantoms import default_phantom_dir
+
+    data_dir = Path(config.data) if config.data else default_phantom_dir(kind="fundus")
+    spec = load_dataset(data_dir)
+
     import keras
 
     from keras_ynet.callbacks import BestValidation, RunProgress, ynet_validation_score
-    from keras_ynet.dataset import load_dataset
     from keras_ynet.encode import calibrate_bit_thresholds, encode_bits
     from keras_ynet.evaluate import evaluate_model
-    from keras_ynet.phantoms import default_phantom_dir
     from keras_ynet.pipeline import load_arrays, make_dataset
     from keras_ynet.saving import save_ynet
     from keras_ynet.training_data import (
@@ -67,8 +75,6 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     )
 
     keras.utils.set_random_seed(config.seed)
-    data_dir = Path(config.data) if config.data else default_phantom_dir(kind="fundus")
-    spec = load_dataset(data_dir)
     size = config.image_size
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +148,8 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     return {"out": str(out), "report": report, "info": info, "model": model}
 
 
-def parse_args(argv=None) -> RunConfig:
+def parse_args(argv=None) -> tuple[RunConfig, bool]:
+    """The run settings and ``--debug``; bad values exit with a usage error (status 2)."""
     d = RunConfig()
     p = argparse.ArgumentParser(
         prog="python -m keras_ynet.train",
@@ -185,6 +192,16 @@ def parse_args(argv=None) -> RunConfig:
     add_augment_argument(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     a = p.parse_args(argv)
+    if (a.epochs is not None and a.epochs < 1) or a.batch_size < 1:
+        p.error("--epochs and --batch-size must be >= 1")
+    if a.image_size is not None and (a.image_size < 32 or a.image_size % 32):
+        p.error(
+            f"--image-size must be a positive multiple of 32 (the encoder's stride), got {a.image_size}"
+        )
+    if not 0.0 < a.val_fraction < 1.0:
+        p.error(f"--val-fraction must be in (0, 1), got {a.val_fraction}")
+    if not a.learning_rate > 0 or not a.weight_decay >= 0:
+        p.error("--learning-rate must be > 0 and --weight-decay >= 0")
     phantoms = a.data is None
     name = "phantoms" if phantoms else Path(a.data).name
     config = RunConfig(
@@ -211,14 +228,22 @@ PHANTOM_EPOCHS = 15
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Trains; returns 0, or 1 after one ``error: ...`` line (``--debug``: the traceback)."""
     config, debug = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
     try:
         train(config, verbose=1 if sys.stdout.isatty() else 2)
-    except (OSError, ValueError) as e:
+    except KeyboardInterrupt:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; --debug shows the traceback
+        if debug:
+            raise
+        from keras_ynet.dataset import error_line
+
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     return 0
 

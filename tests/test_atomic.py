@@ -1,11 +1,18 @@
-"""deploy.atomic: files and folders are the old version or the complete new one."""
+"""deploy.atomic: files and folders are the old version or the complete new one.
 
+The last tests kill each real writer halfway (index, model, export) and check that the
+previous version still loads and gives the same results, with no temporary file left.
+"""
+
+import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deploy import atomic
+from deploy.index import HammingIndex
 
 
 def test_write_bytes_and_text_replace_content_without_leftovers(tmp_path):
@@ -120,3 +127,104 @@ def test_atomic_directory_refuses_a_file(tmp_path):
     (tmp_path / "index").write_text("x")
     with pytest.raises(NotADirectoryError), atomic.atomic_directory(tmp_path / "index"):
         pass
+
+
+# Every writer, killed halfway: the previous version still loads and works -----------------
+
+
+def half_written(real, path_arg: int):
+    """``real``, except that it fails like a full disk after writing half of its file."""
+
+    def write(*args, **kwargs):
+        real(*args, **kwargs)
+        path = Path(args[path_arg])
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    return write
+
+
+def index_of(rng, n, ids_from=0, **kwargs):
+    index = HammingIndex(bits=64, fingerprint="enc-1", **kwargs)
+    index.batch_add(
+        rng.integers(0, 2, (n, 64), dtype=np.uint8), list(range(ids_from, ids_from + n))
+    )
+    index.build()
+    return index
+
+
+@pytest.mark.parametrize("backend", ["exact", "annoy"])
+@pytest.mark.parametrize("step", ["build", "add"])
+def test_index_save_killed_halfway_keeps_previous_index(tmp_path, monkeypatch, backend, step):
+    rng = np.random.default_rng(0)
+    queries = rng.integers(0, 2, (5, 64), dtype=np.uint8)
+    index_of(rng, 40, backend=backend, n_trees=3).save(tmp_path / "idx")
+    before = HammingIndex.load(tmp_path / "idx").batch_lookup(queries, 7)
+    if step == "build":  # a new index over the old one
+        new = index_of(rng, 60, backend=backend, n_trees=3)
+    else:  # the old one, grown
+        new = HammingIndex.load(tmp_path / "idx")
+        new.batch_add(rng.integers(0, 2, (20, 64), dtype=np.uint8), list(range(40, 60)))
+    monkeypatch.setattr(np, "save", half_written(np.save, 0))
+    with pytest.raises(OSError, match="No space left"):
+        new.save(tmp_path / "idx")
+    monkeypatch.undo()
+    after = HammingIndex.load(tmp_path / "idx")
+    assert len(after) == 40 and after.batch_lookup(queries, 7) == before
+    assert os.listdir(tmp_path) == ["idx"]  # no temporary folder, no backup
+
+
+def test_save_ynet_killed_halfway_keeps_previous_model(tmp_path, monkeypatch):
+    import keras
+    from conftest import TINY
+    from keras.src.saving import saving_lib
+
+    from keras_ynet.model import YNet
+    from keras_ynet.saving import load_ynet, save_ynet
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 1)).astype("float32")
+    keras.utils.set_random_seed(1)
+    old = YNet(**TINY, bits=64)
+    save_ynet(old, tmp_path / "model.keras")
+    expected = old.predict(images, verbose=0)["hash"]
+    keras.utils.set_random_seed(2)
+    monkeypatch.setattr(saving_lib, "save_model", half_written(saving_lib.save_model, 1))
+    with pytest.raises(OSError, match="No space left"):
+        save_ynet(YNet(**TINY, bits=64), tmp_path / "model.keras")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["model.keras"]
+    loaded = load_ynet(tmp_path / "model.keras")
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0)["hash"], expected)
+
+
+def test_export_killed_halfway_keeps_previous_export(tmp_path, monkeypatch):
+    import keras
+    from conftest import TINY
+    from test_bad_input_corpus import make_encoder, write_dataset, write_png
+
+    import export.onnx_export
+    from deploy.encoder import Encoder
+    from export.exporter import export_encoder
+    from keras_ynet.model import YNet
+    from keras_ynet.saving import save_ynet
+
+    art = tmp_path / "art"
+    make_encoder(art)  # the previous export
+    before = {p.name: p.read_bytes() for p in art.iterdir()}
+    query = write_png(tmp_path / "query.png", seed=3)
+    expected = Encoder.open(art / "encoder.onnx").encode_file(query)
+    data = write_dataset(tmp_path / "data")
+    keras.utils.set_random_seed(0)
+    save_ynet(YNet(**TINY, bits=64), tmp_path / "model.keras")
+
+    def export_onnx(encoder, path, metadata):  # the ONNX writer dies after half a model
+        Path(path).write_bytes(b"\x08\x08\x12\x07partial")
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    monkeypatch.setattr(export.onnx_export, "export_onnx", export_onnx)
+    with pytest.raises(OSError, match="No space left"):
+        export_encoder(tmp_path / "model.keras", data, art, log=lambda line: None)
+    assert {p.name: p.read_bytes() for p in art.iterdir()} == before
+    np.testing.assert_array_equal(Encoder.open(art / "encoder.onnx").encode_file(query), expected)
+    assert sorted(os.listdir(tmp_path)) == ["art", "data", "model.keras", "query.png"]

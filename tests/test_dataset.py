@@ -159,31 +159,40 @@ def test_empty_train_split(tmp_path):
     assert "train split is empty" in problems_of(write_dataset(tmp_path, rows))
 
 
-def test_reports_all_problems_up_to_a_limit(tmp_path):
+def test_reports_every_problem_and_a_one_line_summary(tmp_path):
     rows = [f"x{i},images/a.png,masks/a.png,sick,nope,n" for i in range(25)]
-    message = problems_of(write_dataset(tmp_path, good_rows() + rows))
-    assert "25 problem(s)" in message and "and 5 more" in message
-    assert "row 5 (line 6), id 'x0'" in message
+    root = write_dataset(tmp_path, good_rows() + rows)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(root)
+    message = str(info.value)
+    assert "25 problem(s)" in message and message.count("unknown split 'nope'") == 25
+    assert "row 5 (line 6), id 'x0'" in message and "row 29 (line 30), id 'x24'" in message
+    assert len(info.value.problems) == 25
+    assert info.value.summary == (
+        f"invalid dataset {root / 'labels.csv'}: row 5 (line 6), id 'x0': unknown split "
+        "'nope' (allowed: train, val, test) (and 24 more; see --debug)"
+    )
 
 
 def test_load_image_conversions(tmp_path):
-    rgba = np.zeros((2, 3, 4), np.uint8)
+    # Images are tiled to 8 x 8 or more: smaller ones are refused (preprocess.MIN_SIDE).
+    rgba = np.zeros((8, 9, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 10
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    assert load_image(tmp_path / "rgba.png").shape == (2, 3, 3)
+    assert load_image(tmp_path / "rgba.png").shape == (8, 9, 3)
     assert load_image(tmp_path / "rgba.png")[0, 0].tolist() == [200, 0, 0]  # alpha dropped
-    la = np.stack([np.full((2, 3), 7, np.uint8), np.zeros((2, 3), np.uint8)], -1)
+    la = np.stack([np.full((8, 9), 7, np.uint8), np.zeros((8, 9), np.uint8)], -1)
     Image.fromarray(la, "LA").save(tmp_path / "la.png")
-    assert load_image(tmp_path / "la.png").tolist() == np.full((2, 3, 1), 7).tolist()
-    pal = Image.new("P", (3, 2))
+    assert load_image(tmp_path / "la.png").tolist() == np.full((8, 9, 1), 7).tolist()
+    pal = Image.new("P", (9, 8))
     pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
     pal.putpixel((0, 0), 1)
     pal.save(tmp_path / "p.png")
     assert load_image(tmp_path / "p.png")[0, 0].tolist() == [10, 20, 30]
     # 16-bit grey: round(v / 257), so 65535 -> 255, 257 -> 1, 128 -> 0, 129 -> 1.
-    deep = np.array([[0, 128, 129, 257, 65535]], np.uint16)
+    deep = np.tile(np.array([[0, 128, 129, 257, 65535]], np.uint16), (8, 2))
     Image.fromarray(deep).save(tmp_path / "deep.png")
-    assert load_image(tmp_path / "deep.png")[..., 0].tolist() == [[0, 0, 1, 1, 255]]
+    assert load_image(tmp_path / "deep.png")[0, :5, 0].tolist() == [0, 0, 1, 1, 255]
 
 
 def test_load_errors_name_the_file(tmp_path):

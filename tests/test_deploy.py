@@ -15,71 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
-from PIL import Image
 
 from deploy import cli, codes
 from deploy.encoder import Encoder, EncoderError
 from deploy.index import HammingIndex
-from deploy.preprocess import prepare_image
 
 REPO = Path(__file__).resolve().parents[1]
 K = 5
-
-
-@pytest.fixture(scope="session")
-def art(tmp_path_factory):
-    """Exported encoder folder, dataset and the Keras reference bits of every image."""
-    import keras
-
-    from export.exporter import export_encoder
-    from keras_ynet.dataset import load_image
-    from keras_ynet.encode import calibrate_bit_thresholds, encode_bits
-    from keras_ynet.fingerprint import model_fingerprint
-    from keras_ynet.model import YNet
-    from keras_ynet.phantoms import make_phantoms
-    from keras_ynet.pipeline import load_arrays
-    from keras_ynet.saving import save_ynet
-
-    root = tmp_path_factory.mktemp("deploy")
-    spec = make_phantoms(root / "data", n_per_class=8, image_size=64, seed=0)
-    keras.utils.set_random_seed(0)
-    model = YNet(**TINY, bits=64, class_names=spec.class_names)
-    images, _ = load_arrays(spec.records, 64, 1)  # the training path: decode, resize, grey
-    calibrate_bit_thresholds(model, images[[r.split == "train" for r in spec.records]])
-    save_ynet(model, root / "model.keras")
-    report = export_encoder(root / "model.keras", spec.root, root / "art", log=lambda m: None)
-    bits = encode_bits(model, images)
-    # Files unlike the training PNGs (another size, 16-bit grey, alpha), prepared the way
-    # training prepares files, so the encoder must resize and convert them the same way.
-    odd = make_odd_images(spec.records[0].image, root / "odd")
-    odd_images = np.stack([prepare_image(load_image(p), 64, 1) for p in odd])
-    return {
-        "dir": root / "art",
-        "data": spec.root,
-        "ids": [r.id for r in spec.records],
-        "paths": [r.image for r in spec.records],
-        "split": [r.split for r in spec.records],
-        "bits": dict(zip([r.id for r in spec.records], bits, strict=True)),
-        "fingerprint": model_fingerprint(model),
-        "int8_agreement": report["int8"]["bit_agreement"],
-        "odd_paths": odd,
-        "odd_bits": encode_bits(model, odd_images),
-    }
-
-
-def make_odd_images(source: Path, folder: Path) -> list[Path]:
-    folder.mkdir()
-    rgb = Image.open(source).convert("RGB")
-    grey16 = (np.asarray(rgb.convert("L"), np.uint16) * 257 + 100).astype(np.uint16)
-    images = {
-        "large.png": rgb.resize((96, 80), Image.BICUBIC),
-        "grey16.png": Image.fromarray(grey16),
-        "rgba.png": rgb.convert("RGBA"),
-    }
-    for name, image in images.items():
-        image.save(folder / name)
-    return [folder / name for name in images]
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

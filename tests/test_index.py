@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from deploy import codes
-from deploy import index as index_module
+from deploy import codes, index_store
 from deploy.index import HammingIndex, Hit
 
 
@@ -161,7 +160,7 @@ def test_crash_mid_save_keeps_previous_index(tmp_path, monkeypatch):
     def crash(*args):  # raised after codes.npy is written, before the sidecar
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(index_module, "_sidecar", crash)
+    monkeypatch.setattr(index_store, "_sidecar", crash)
     with pytest.raises(RuntimeError, match="power cut"):
         make(db).save(tmp_path / "idx")
     loaded = HammingIndex.load(tmp_path / "idx")

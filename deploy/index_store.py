@@ -1,0 +1,267 @@
+"""An index folder on disk: written atomically, read back only after every check passes.
+
+One folder per index (:class:`deploy.index.HammingIndex` saves and loads through here):
+
+* ``index.json``: the sidecar: ``format_version``, ``bits``, ``metric`` ("hamming"), the
+  constructor config (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the
+  encoder ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy
+  forest / added after it was built), ``ids``, per-item ``metadata`` (e.g. path, label),
+  the sha256 of the codes and the size of the Annoy file;
+* ``codes.npy``: every item's packed code (uint8, ``codes.pack_bits`` layout), so exact
+  search and the delta survive a reload;
+* ``index.ann``: the Annoy forest, only when one was built.
+
+The folder is replaced as a whole (:func:`deploy.atomic.atomic_directory`): a crash
+leaves the previous index, never a mix. Reading checks the sidecar's fields and types,
+the codes' shape and sha256 and the forest's size before anything is used, and raises
+:class:`IndexFormatError` (a ``ValueError``) naming the file for anything wrong with the
+files, ``FileNotFoundError`` when there is no index, and :class:`IndexMismatchError`
+when the index was made by another encoder or bit length.
+
+Only numpy, annoy and the standard library are imported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import annoy
+import numpy as np
+
+from deploy import atomic, codes
+
+FORMAT_VERSION = 1
+SIDECAR_FILE = "index.json"
+CODES_FILE = "codes.npy"
+ANNOY_FILE = "index.ann"
+ANNOY_SEED = 0  # Annoy's forest is reproducible with a fixed seed and one build thread
+CONFIG_KEYS = ("bits", "fingerprint", "n_trees", "search_k", "backend", "annoy_min_items")
+_SIDECAR_TYPES = {
+    "format_version": int, "metric": str, "count": int, "n_annoy": int, "n_delta": int,
+    "ids": list, "metadata": list, "codes_sha256": str, "annoy_bytes": int,
+    "bits": int, "fingerprint": str, "n_trees": int, "search_k": int, "backend": str,
+}  # fmt: skip
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+class IndexFormatError(ValueError):
+    """An index folder's files are truncated, corrupted, inconsistent or of another format."""
+
+
+class IndexMismatchError(ValueError):
+    """An index was made by another encoder (fingerprint) or for another code length."""
+
+
+@dataclass
+class StoredIndex:
+    """The checked contents of an index folder.
+
+    Attributes:
+        path: the folder actually read (the backup, when a crash left only that).
+        config: the ``HammingIndex`` constructor arguments.
+        ids: item ids (str or int, unique), in insertion order.
+        metadata: one dict per item.
+        packed: uint8 (count, bits / 8) codes.
+        forest: the Annoy forest over the first ``n_annoy`` items, or None.
+        n_annoy: items inside the forest.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    ids: list[str | int]
+    metadata: list[dict[str, Any]]
+    packed: np.ndarray
+    forest: annoy.AnnoyIndex | None
+    n_annoy: int
+
+
+def check_destination(folder: str | os.PathLike) -> None:
+    """Refuses to replace a folder that is not an index: saving would delete its files.
+
+    Raises:
+        FileExistsError: ``folder`` is a file, or a non-empty folder without ``index.json``.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder; an index is a folder")
+    if folder.is_dir() and not (folder / SIDECAR_FILE).is_file() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"{folder} is not empty and holds no {SIDECAR_FILE}: it is not an index folder, "
+            "so it will not be replaced; choose another folder"
+        )
+
+
+def write_index(
+    folder: str | os.PathLike,
+    config: dict[str, Any],
+    packed: np.ndarray,
+    ids: list[str | int],
+    metadata: list[dict[str, Any]],
+    forest: annoy.AnnoyIndex | None,
+    n_annoy: int,
+) -> None:
+    """Writes an index folder atomically: a crash leaves the previous one loadable."""
+    check_destination(folder)
+    with atomic.atomic_directory(folder) as tmp:
+        if forest is not None:
+            forest.save(str(tmp / ANNOY_FILE))
+        np.save(tmp / CODES_FILE, packed)
+        annoy_bytes = (tmp / ANNOY_FILE).stat().st_size if forest is not None else 0
+        sidecar = _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes)
+        (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+
+
+def read_index(
+    folder: str | os.PathLike,
+    expected_fingerprint: str | None = None,
+    expected_bits: int | None = None,
+) -> StoredIndex:
+    """Reads and checks an index folder (see the module docstring for the errors)."""
+    folder = atomic.recover_directory(folder)
+    path = folder / SIDECAR_FILE
+    meta = _read_sidecar(path)
+    if expected_bits is not None and meta["bits"] != expected_bits:
+        raise IndexMismatchError(
+            f"index at {folder} holds {meta['bits']}-bit codes, expected {expected_bits}"
+        )
+    if expected_fingerprint is not None and meta["fingerprint"] != expected_fingerprint:
+        raise IndexMismatchError(
+            f"index at {folder} was made by encoder {meta['fingerprint']!r}, expected "
+            f"{expected_fingerprint!r}: re-index with the current encoder"
+        )
+    packed = _read_codes(folder / CODES_FILE, meta)
+    forest = _read_annoy(folder / ANNOY_FILE, meta) if meta["n_annoy"] else None
+    return StoredIndex(
+        path=folder,
+        config={key: meta[key] for key in CONFIG_KEYS},
+        ids=meta["ids"],
+        metadata=meta["metadata"],
+        packed=packed,
+        forest=forest,
+        n_annoy=meta["n_annoy"],
+    )
+
+
+def _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "metric": "hamming",
+        **config,
+        "annoy_seed": ANNOY_SEED,
+        "count": len(ids),
+        "n_annoy": n_annoy,
+        "n_delta": len(ids) - n_annoy,
+        "codes_sha256": hashlib.sha256(packed.tobytes()).hexdigest(),
+        "annoy_bytes": annoy_bytes,
+        "ids": ids,
+        "metadata": metadata,
+    }
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no index at {path.parent}: {path.name} is missing")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise IndexFormatError(f"index sidecar {path} is corrupted or truncated: {err}") from None
+    corrupted = f"index sidecar {path} is corrupted"
+    if not isinstance(meta, dict):
+        raise IndexFormatError(f"{corrupted}: not a JSON object")
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("metric") != "hamming":
+        raise IndexFormatError(
+            f"index sidecar {path} has format {_short(meta.get('format_version'))} / metric "
+            f"{_short(meta.get('metric'))}; this code reads format {FORMAT_VERSION}, "
+            "metric 'hamming'"
+        )
+    for key, kind in _SIDECAR_TYPES.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise IndexFormatError(f"{corrupted}: {key!r} missing or not {kind.__name__}")
+    if "annoy_min_items" not in meta:
+        raise IndexFormatError(f"{corrupted}: 'annoy_min_items' missing")
+    if meta["bits"] not in codes.VALID_BIT_LENGTHS:
+        raise IndexFormatError(
+            f"{corrupted}: bits must be one of {codes.VALID_BIT_LENGTHS}, got {meta['bits']}"
+        )
+    n, n_annoy, n_delta = meta["count"], meta["n_annoy"], meta["n_delta"]
+    if min(n, n_annoy, n_delta) < 0 or n != n_annoy + n_delta:
+        raise IndexFormatError(
+            f"{corrupted}: item counts disagree (count {n}, n_annoy {n_annoy}, n_delta {n_delta})"
+        )
+    for key in ("ids", "metadata"):
+        if len(meta[key]) != n:
+            raise IndexFormatError(
+                f"{corrupted}: item counts disagree ({len(meta[key])} {key} for count {n})"
+            )
+    ids = meta["ids"]
+    bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, str | int)), None)
+    if bad is not None:
+        raise IndexFormatError(f"{corrupted}: ids must be str or int, got {_short(bad)}")
+    if len(set(ids)) != len(ids):
+        raise IndexFormatError(f"index sidecar {path} lists duplicate ids")
+    if not all(isinstance(m, dict) for m in meta["metadata"]):
+        raise IndexFormatError(f"{corrupted}: metadata not dicts")
+    return meta
+
+
+def _read_codes(path: Path, meta: dict[str, Any]) -> np.ndarray:
+    """The packed codes, checked against the sidecar's shape and sha256 before loading."""
+    n, n_bytes = meta["count"], meta["bits"] // 8
+    broken = f"codes file {path} is missing, truncated or corrupted"
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _NPY_HEADER_READERS:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran, dtype = _NPY_HEADER_READERS[version](f)
+            # The header is checked before reading: a corrupted shape must not allocate.
+            if dtype != np.uint8 or tuple(shape) != (n, n_bytes) or (fortran and n > 1):
+                raise IndexFormatError(
+                    f"codes file {path} holds {dtype} {tuple(shape)}, expected uint8 "
+                    f"({n}, {n_bytes}) from the sidecar"
+                )
+            data = f.read(n * n_bytes + 1)
+    except IndexFormatError:
+        raise
+    except (OSError, ValueError, EOFError, SyntaxError) as err:
+        raise IndexFormatError(f"{broken}: {err}") from None
+    if len(data) != n * n_bytes:
+        raise IndexFormatError(f"{broken}: {len(data)} bytes of codes, expected {n * n_bytes}")
+    if hashlib.sha256(data).hexdigest() != meta["codes_sha256"]:
+        raise IndexFormatError(
+            f"codes file {path} is corrupted: its sha256 differs from the sidecar's"
+        )
+    return np.frombuffer(data, np.uint8).reshape(n, n_bytes).copy()
+
+
+def _read_annoy(path: Path, meta: dict[str, Any]) -> annoy.AnnoyIndex:
+    forest = annoy.AnnoyIndex(meta["bits"], "hamming")
+    try:
+        size = path.stat().st_size
+        if size != meta["annoy_bytes"]:
+            raise OSError(f"{size} bytes, the sidecar says {meta['annoy_bytes']}")
+        forest.load(str(path))
+    except OSError as err:
+        raise IndexFormatError(
+            f"Annoy file {path} is missing, truncated or corrupted: {err}"
+        ) from None
+    if forest.get_n_items() != meta["n_annoy"] or forest.get_n_trees() != meta["n_trees"]:
+        raise IndexFormatError(
+            f"Annoy file {path} holds {forest.get_n_items()} items in {forest.get_n_trees()} "
+            f"trees, the sidecar says {meta['n_annoy']} in {meta['n_trees']}"
+        )
+    return forest
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of a value read from a file, cut short: messages stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
