@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True, type=Path, help="index folder")
     search.add_argument("--image", required=True, type=Path, help="query image")
     search.add_argument(
+        "--frame", type=int, help="0-based frame of a multi-frame query (DICOM, GIF, TIFF)"
+    )
+    search.add_argument(
         "-k", "--k", type=int, default=10, help="results (all if more than indexed)"
     )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -201,7 +204,7 @@ def cmd_search(args) -> int:
         raise ValueError(
             f"--report {args.report} and the sheet would be the same file; use --sheet"
         )
-    query_bits = encoder.encode_file(args.image)
+    query_bits = encoder.encode_file(args.image, frame=args.frame)
     hits = index.lookup(query_bits, k=args.k)
     if args.json:
         results = [_hit_json(h) for h in hits]

@@ -139,7 +139,7 @@ def _check_header(ds, path: Path, frame: int | None, ts, fail) -> int | None:
     if frame is None:
         if frames > 1:
             raise fail(
-                f"multi-frame file with {frames} frames; choose one with frame=0..{frames - 1}"
+                f"multi-frame file with {frames} frames; choose one with frame=0..{frames - 1} (--frame)"
             )
         index = None
     elif not 0 <= frame < frames:

@@ -162,13 +162,17 @@ class Encoder:
 
     # Encoding -------------------------------------------------------------------------
 
-    def prepare(self, path: str | os.PathLike) -> np.ndarray:
+    def prepare(self, path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
         """One file -> uint8 (S, S, C), exactly as training prepared it.
+
+        Args:
+            frame: 0-based frame of a multi-frame file (DICOM, GIF, TIFF); a multi-frame
+                DICOM is refused without one.
 
         Raises:
             preprocess.ImageError: for a missing, unreadable or unsupported file.
         """
-        image = preprocess.load_image(path)
+        image = preprocess.load_image(path, frame=frame)
         return preprocess.prepare_image(image, self.image_size, self.channels)
 
     def encode_arrays(self, images: np.ndarray, batch_size: int = 32) -> EncodeResult:
@@ -237,9 +241,10 @@ class Encoder:
             [ids[i] for i in kept], [paths[i] for i in kept], bits, packed, failures
         )
 
-    def encode_file(self, path: str | os.PathLike) -> np.ndarray:
-        """The {0, 1} bits (bits,) of one file; raises ``preprocess.ImageError`` if bad."""
-        return codes.unpack_bits(self._run(self.prepare(path)[None]), self.bits)[0]
+    def encode_file(self, path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
+        """The {0, 1} bits (bits,) of one file (``frame``: see :meth:`prepare`); raises
+        ``preprocess.ImageError`` if bad."""
+        return codes.unpack_bits(self._run(self.prepare(path, frame)[None]), self.bits)[0]
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         """One batch -> packed codes, checked against the signs of ``hash``."""

@@ -3,6 +3,8 @@ encoder and in a training dataset (the conversion itself: tests/test_image_forma
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from PIL import Image
 from test_deploy import run_cli
@@ -68,3 +70,23 @@ def test_training_dataset_of_dicom_images(tmp_path):
     spec = load_dataset(root)
     assert spec.channels == 1 and spec.image_size == (16, 16)
     assert len(spec.split("train")) == 4 and spec.class_names == ["a", "b"]
+
+
+def test_search_with_a_multi_frame_dicom_query_needs_frame(art, tmp_path, capsys):
+    first = art["split"].index("train")  # the index holds the train split
+    grey = np.asarray(Image.open(art["paths"][first]).convert("L"), np.uint8)
+    frames = np.stack([255 - grey, grey, grey // 2])  # window c 128, w 256: y = stored value
+    cine = write_dicom(tmp_path / "cine.dcm", frames, WindowCenter=128, WindowWidth=256)
+    enc, index = art["dir"] / "encoder.onnx", tmp_path / "idx"
+    assert run_cli(capsys, "index", "build", "--encoder", enc, "--data", art["data"],
+                   "--out", index)[0] == 0  # fmt: skip
+    search = ["search", "--index", index, "--encoder", enc, "--image", cine, "--json"]
+    rc, out, err = run_cli(capsys, *search)
+    assert rc == 1 and err.count("\n") == 1 and "cine.dcm" in err and "3 frames" in err
+    rc, out, err = run_cli(capsys, *search, "--frame", "1")
+    assert rc == 0, err
+    Image.fromarray(grey).save(tmp_path / "frame1.png")
+    png = ["search", "--index", index, "--encoder", enc, "--image", tmp_path / "frame1.png"]
+    rc, png_out, err = run_cli(capsys, *png, "--json")
+    assert json.loads(out)["results"] == json.loads(png_out)["results"]  # the same hits
+    assert json.loads(out)["results"][0]["distance"] == 0  # the image itself is indexed
