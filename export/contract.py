@@ -82,6 +82,8 @@ def build_contract(
                 },
                 "refused": f"more than {MAX_PIXELS} pixels (checked from the header), a "
                 f"side under {MIN_SIDE} pixels, 32-bit float images, NaN or infinite values",
+                "max_pixels": MAX_PIXELS,  # numbers a host checks before decoding
+                "min_side": MIN_SIDE,
             },
             "resize": {
                 "when": "only if the decoded image is not size x size",

@@ -12,6 +12,8 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import REPO, SHARED_DATA, TINY
+from PIL import Image
+from test_image_formats import png_bytes
 
 from deploy.preprocess import load_image, prepare_image
 from export.contract import build_contract, write_contract
@@ -92,3 +94,15 @@ def test_node_host_errors_name_the_file(images, tmp_path):
     assert (
         result.returncode == 1 and "missing.json: cannot read the encoder contract" in result.stderr
     )
+
+
+def test_node_host_refuses_bombs_and_tiny_images_from_the_header(images, tmp_path):
+    contract = export_tiny(tmp_path, 1, np.zeros((2, SIZE, SIZE, 1), np.uint8))
+    bomb, tiny = tmp_path / "bomb.png", tmp_path / "tiny.png"
+    bomb.write_bytes(png_bytes(50000, 50000, b""))  # the header alone claims 2.5e9 pixels
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tiny)
+    result = run_node("--contract", contract, bomb)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert f"{bomb}: 50000x50000 pixels is more than" in result.stderr
+    result = run_node("--contract", contract, tiny)
+    assert result.returncode == 1 and f"{tiny}: 1x1 pixels: a side is under 8" in result.stderr

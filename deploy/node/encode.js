@@ -97,7 +97,9 @@ async function main() {
   if (args.dump_inputs) fs.mkdirSync(args.dump_inputs, { recursive: true });
   for (const [n, image] of args.images.entries()) {
     if (path.extname(image).toLowerCase() !== ".png")
-      throw new Error(`${image}: only PNG images are supported by this host`);
+      throw new Error(
+        `${image}: only PNG images are supported by this host (DICOM, JPEG: python -m deploy)`,
+      );
     let buffer;
     try {
       buffer = fs.readFileSync(image);

@@ -158,10 +158,32 @@ function convertChannels(img, channels, lumaWeights) {
 }
 
 // PNG bytes -> Uint8Array (size * size * channels), NHWC order for one image.
+// The size limits of encoder.json, checked from the PNG header (IHDR) before decoding, so
+// a header claiming 50000 x 50000 pixels is refused without allocating them.
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+function checkPngSize(buffer, decode, where) {
+  if (buffer.length < 24 || !buffer.subarray(0, 8).equals(PNG_SIGNATURE)) {
+    throw new Error(`${where}: not a readable PNG (no PNG signature and header)`);
+  }
+  const width = buffer.readUInt32BE(16);
+  const height = buffer.readUInt32BE(20);
+  if (decode.max_pixels !== undefined && width * height > decode.max_pixels) {
+    throw new Error(
+      `${where}: ${width}x${height} pixels is more than ${decode.max_pixels} pixels ` +
+        "(refused as a possible decompression bomb)",
+    );
+  }
+  if (decode.min_side !== undefined && Math.min(width, height) < decode.min_side) {
+    throw new Error(`${where}: ${width}x${height} pixels: a side is under ${decode.min_side}`);
+  }
+}
+
 function prepareImage(buffer, contract, where) {
   const size = contract.input.shape[1];
   const channels = contract.input.channels;
   const weights = contract.preprocessing.channels.rgb_to_grey.weights;
+  checkPngSize(buffer, contract.preprocessing.decode, where);
   const decoded = decodePng(buffer, where);
   return convertChannels(resizeBilinear(decoded, size), channels, weights).data;
 }
