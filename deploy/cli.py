@@ -30,6 +30,7 @@ import numpy as np
 
 from deploy import atomic, codes, report, sources
 from deploy.encoder import Encoder, EncodeResult
+from deploy.errors import error_line
 from deploy.index import BACKENDS, CODES_FILE, SIDECAR_FILE, HammingIndex, Hit
 
 
@@ -134,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # one line for the user; --debug shows the traceback
         if args.debug:
             raise
-        known = isinstance(err, ValueError | OSError | RuntimeError)  # ours name the file
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        if not known:
-            message = f"{type(err).__name__}: {message} (rerun with --debug)"
-        print(f"error: {message or type(err).__name__}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 1
 
 

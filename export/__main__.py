@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from deploy.errors import error_line
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -66,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line for the user; --debug shows the traceback
         if args.debug:
             raise
-        from keras_ynet.dataset import error_line
-
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     print_summary(report)

@@ -12,24 +12,43 @@ Masks are uint8 label images: pixel value = index into ``mask_classes``.
 
 :func:`load_dataset` checks everything up front and raises one :class:`DatasetError`
 listing every problem found (row, id, file), so a broken folder is fixed in one pass;
-its ``summary`` is the one-line form the command lines print (:func:`error_line`).
+its ``summary`` is the one-line form the command lines print
+(:func:`deploy.errors.error_line`). Parsing labels.csv and dataset.json, and the row and
+split checks, live in :mod:`keras_ynet.dataset_csv`; this module checks the files the
+rows name and builds the :class:`DatasetSpec`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from deploy import dicom, preprocess
+from keras_ynet.dataset_csv import (
+    SPLITS,
+    DatasetError,
+    Record,
+    read_dataset_json,
+    read_rows,
+    split_problems,
+)
 
-REQUIRED_COLUMNS = ("id", "image", "mask", "label", "split")
-SPLITS = ("train", "val", "test")
+__all__ = [
+    "CHEST_MASK_CLASSES",
+    "FUNDUS_MASK_CLASSES",
+    "REQUIRED_SPLITS",
+    "DatasetError",
+    "DatasetSpec",
+    "Record",
+    "load_dataset",
+    "load_image",
+    "load_mask",
+    "validation_fold",
+]
+
 # Layouts of the project's two real datasets, used when a folder has no dataset.json.
 FUNDUS_MASK_CLASSES = ("background", "disc", "cup")
 CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
@@ -37,63 +56,6 @@ CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
 SIDE_SPECIFIC_KINDS = ("chest",)
 # Splits every consumer reads: train is the database, test the queries (and parity images).
 REQUIRED_SPLITS = ("train", "test")
-
-
-class DatasetError(ValueError):
-    """A dataset folder, its labels.csv or one of its files is invalid.
-
-    ``str(err)`` lists every problem, one per line; :attr:`summary` is one line.
-
-    Args:
-        message: the whole message.
-        problems: the individual problems it lists (empty for a single problem).
-        where: what the problems are in (the labels.csv path), for the summary.
-    """
-
-    def __init__(self, message: str, problems: list[str] | None = None, where: str = ""):
-        super().__init__(message)
-        self.problems = list(problems or [])
-        self.where = where
-
-    @property
-    def summary(self) -> str:
-        """One line: the first problem and how many more, or the whole message."""
-        if not self.problems:
-            return _one_line(str(self))
-        more = len(self.problems) - 1
-        tail = f" (and {more} more; see --debug)" if more else ""
-        return _one_line(f"invalid dataset {self.where}: {self.problems[0]}{tail}")
-
-
-def error_line(err: BaseException) -> str:
-    """The one-line message a command line prints as ``error: ...`` for ``err``.
-
-    Every command line of the project follows one contract: one line on stderr, exit 1,
-    and the traceback only with ``--debug``. A :class:`DatasetError` gives its summary;
-    any other message is joined onto one line. Errors of other types than ``ValueError``,
-    ``OSError`` and ``RuntimeError`` (ours, which name the file at fault) also get their
-    type name and a hint to rerun with ``--debug``.
-    """
-    message = err.summary if isinstance(err, DatasetError) else _one_line(str(err))
-    if not isinstance(err, ValueError | OSError | RuntimeError):
-        message = f"{type(err).__name__}: {message} (rerun with --debug)"
-    return message or type(err).__name__
-
-
-def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-@dataclass(frozen=True)
-class Record:
-    """One row of labels.csv, with file paths made absolute."""
-
-    id: str
-    image: Path
-    mask: Path | None
-    label: str
-    split: str
-    extra: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass
@@ -233,122 +195,6 @@ def load_mask(path: str | Path) -> np.ndarray:
     raise DatasetError(f"mask {path}: unsupported mode {img.mode!r}")
 
 
-def _read_json(root: Path, problems: list[str]) -> dict:
-    path = root / "dataset.json"
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
-        raise DatasetError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    classes = meta.get("mask_classes")
-    if classes is not None and (
-        not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
-    ):
-        problems.append(f"{path}: mask_classes must be a list of names")
-        meta.pop("mask_classes")
-    return meta
-
-
-def _read_rows(csv_path: Path, problems: list[str]) -> list[tuple[str, Record]]:
-    """Parses labels.csv into (row prefix for messages, Record); row-level problems."""
-    root = csv_path.parent.absolute()
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DatasetError(
-            f"{csv_path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
-            f"{e.start}): save labels.csv as UTF-8 CSV"
-        ) from e
-    except OSError as e:
-        raise DatasetError(f"cannot read {csv_path}: {e}") from e
-    if "\0" in text:
-        raise DatasetError(
-            f"{csv_path} holds NUL bytes: binary data or UTF-16 text, not a UTF-8 CSV file"
-        )
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        return _parse_rows(csv_path, root, reader, problems)
-    except csv.Error as e:  # a field over the csv module's size limit
-        raise DatasetError(f"{csv_path} line {reader.line_num}: not a readable CSV: {e}") from e
-
-
-def _parse_rows(
-    csv_path: Path, root: Path, reader, problems: list[str]
-) -> list[tuple[str, Record]]:
-    header = next(reader, None)
-    if header is None or not any(h.strip() for h in header):
-        raise DatasetError(f"{csv_path}: empty file; expected header {','.join(REQUIRED_COLUMNS)}")
-    header = [h.strip() for h in header]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        shown = ",".join(header)
-        shown = repr(shown if len(shown) <= 80 else shown[:77] + "...")
-        raise DatasetError(
-            f"{csv_path} line 1: missing required column(s) {', '.join(missing)}; header is {shown}"
-        )
-    duplicated = sorted({h for h in header if h and header.count(h) > 1})
-    if duplicated:
-        raise DatasetError(f"{csv_path} line 1: duplicate column(s) {', '.join(duplicated)}")
-    rows, first_row_of = [], {}
-    for values in reader:
-        if not any(v.strip() for v in values):
-            continue  # blank lines are not rows
-        row_no = len(rows) + 1
-        cells = dict(zip(header, (v.strip() for v in values), strict=False))
-        rid = cells.get("id", "")
-        where = f"row {row_no} (line {reader.line_num}), id {rid!r}"
-        bad = []
-        if len(values) != len(header):
-            bad.append(f"has {len(values)} fields, header has {len(header)}")
-        if not rid:
-            bad.append("empty id")
-        elif rid in first_row_of:
-            bad.append(f"duplicate id (first used in row {first_row_of[rid]})")
-        else:
-            first_row_of[rid] = row_no
-        split = cells.get("split", "")
-        if split not in SPLITS:
-            bad.append(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
-        for col in ("image", "label"):
-            if not cells.get(col):
-                bad.append(f"empty {col}")
-        problems.extend(f"{where}: {b}" for b in bad)
-        mask = cells.get("mask", "")
-        extra = {k: v for k, v in cells.items() if k not in REQUIRED_COLUMNS}
-        record = Record(
-            rid, root / cells.get("image", ""), root / mask if mask else None,
-            cells.get("label", ""), split, extra,
-        )  # fmt: skip
-        rows.append((where, record))
-    if not rows:
-        raise DatasetError(f"{csv_path}: no data rows")
-    return rows
-
-
-def _split_problems(rows: list[tuple[str, Record]], required: tuple[str, ...]) -> list[str]:
-    """Empty required splits, and labels without train rows (never learnt, never found)."""
-    problems = []
-    for split in required:
-        if not any(r.split == split for _, r in rows):
-            problems.append(f"no rows with split {split!r}: the {split} split is empty")
-    if not any(r.split == "train" for _, r in rows):
-        return problems
-    trained = {r.label for _, r in rows if r.split == "train"}
-    first_untrained: dict[str, tuple[str, set[str]]] = {}
-    for where, r in rows:
-        if r.label and r.label not in trained and r.split in SPLITS:
-            first_untrained.setdefault(r.label, (where, set()))[1].add(r.split)
-    for label, (where, splits) in first_untrained.items():
-        problems.append(
-            f"label {label!r} has no train rows, only {'/'.join(sorted(splits))} rows (first: "
-            f"{where}): the model never learns it and its queries have no relevant images"
-        )
-    return problems
-
-
 def _infer_layout(root: Path, labels: set[str], max_value: int) -> tuple[list[str], str]:
     name = root.name.lower()
     if "rimone" in name or (labels and labels <= {"glaucoma", "normal"}):
@@ -395,11 +241,11 @@ def load_dataset(
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path} not found: a dataset folder needs labels.csv")
     problems: list[str] = []
-    meta = _read_json(root, problems)
-    rows = _read_rows(csv_path, problems)
+    meta = read_dataset_json(root, problems)
+    rows = read_rows(csv_path, problems)
     records = [r for _, r in rows]
     labels = {r.label for r in records if r.label}
-    problems.extend(_split_problems(rows, required_splits))
+    problems.extend(split_problems(rows, required_splits))
 
     declared = meta.get("mask_classes")
     has_masks = any(r.mask is not None for r in records)

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from deploy.atomic import atomic_write_text
-from keras_ynet.dataset import DatasetSpec, Record, error_line, load_dataset, load_mask
-from keras_ynet.metrics import RetrievalReport, evaluate_ranking, hamming_ranking, vertical_cdr
+from deploy.errors import error_line
+from keras_ynet.dataset import DatasetSpec, Record, load_dataset, load_mask
+from keras_ynet.metrics import hamming_ranking
+from keras_ynet.retrieval_report import RetrievalReport, evaluate_ranking, vertical_cdr
 
 KS = (5, 10, 20, 50)
 FINE_LABEL_COLUMN = "diagnosis"

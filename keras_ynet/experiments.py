@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from deploy.atomic import atomic_write_text
+from deploy.errors import error_line
 from keras_ynet.baselines import BASELINES
 from keras_ynet.experiments_runs import execute, plan_run
 from keras_ynet.run_config import RunConfig, add_augment_argument
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from deploy.atomic import atomic_path
-from keras_ynet.dataset import REQUIRED_COLUMNS, DatasetSpec, Record
+from keras_ynet.dataset import DatasetSpec, Record
+from keras_ynet.dataset_csv import REQUIRED_COLUMNS
 
 CV_K = 10
 CV_CONVENTION = "k"

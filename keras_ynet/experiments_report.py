@@ -1,7 +1,7 @@
 """Tables of an experiment: per-method mean ± std over seeds, as markdown, CSV and JSON.
 
 Input: the stored per-run results (``result.json`` of each (method, seed) run, holding
-a :meth:`keras_ynet.metrics.RetrievalReport.to_dict`). Output: one row per method with
+a :meth:`keras_ynet.retrieval_report.RetrievalReport.to_dict`). Output: one row per method with
 mAP@k under the three conventions, SPDD fine-diagnosis mAP@10 and the DPSD vCDR gap@10
 where the data have them, and the random-ranking reference (the same for every method:
 it depends only on the split's labels).

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deploy import report
+from deploy.errors import error_line
 from deploy.preprocess import prepare_image
 from keras_ynet.dataset import DatasetError, load_dataset, load_image
 from keras_ynet.hash_head import model_hash_grid
@@ -136,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         if args.debug:
             raise
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        print(f"error: {message or type(err).__name__}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 1
     print(f"wrote {' and '.join(map(str, written))}")
     return 0

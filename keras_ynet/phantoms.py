@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from keras_ynet.dataset import CHEST_MASK_CLASSES, FUNDUS_MASK_CLASSES, DatasetSpec, load_dataset
-from keras_ynet.metrics import vertical_cdr
+from keras_ynet.retrieval_report import vertical_cdr
 
 KINDS = {
     "fundus": {"labels": ("glaucoma", "normal"), "mask_classes": FUNDUS_MASK_CLASSES},

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.errors import error_line
 from keras_ynet.run_config import RunConfig, add_augment_argument
 
 
@@ -241,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line for the user; --debug shows the traceback
         if debug:
             raise
-        from keras_ynet.dataset import error_line
-
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 1
     return 0

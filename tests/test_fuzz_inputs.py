@@ -24,7 +24,8 @@ from PIL import Image
 
 from deploy import codes
 from deploy.index import HammingIndex, IndexFormatError
-from keras_ynet.dataset import REQUIRED_COLUMNS, DatasetError, load_dataset
+from keras_ynet.dataset import DatasetError, load_dataset
+from keras_ynet.dataset_csv import REQUIRED_COLUMNS
 
 FUZZ = settings(
     max_examples=50,

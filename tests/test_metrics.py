@@ -1,4 +1,4 @@
-"""Tests for keras_ynet.metrics: every expected value can be checked by hand."""
+"""Tests for keras_ynet.metrics and keras_ynet.retrieval_report: values checkable by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_ynet import metrics
+from keras_ynet import metrics, retrieval_report
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"{DATA_DIR} is absent")
@@ -155,10 +155,10 @@ def test_vertical_cdr_on_hand_drawn_mask():
     mask = np.zeros((8, 6), dtype=np.uint8)
     mask[1:7, 1:5] = 1
     mask[3:5, 2:4] = 2
-    assert metrics.vertical_cdr(mask) == pytest.approx(1 / 3)
+    assert retrieval_report.vertical_cdr(mask) == pytest.approx(1 / 3)
     mask[mask == 2] = 1
-    assert metrics.vertical_cdr(mask) == 0.0  # no cup
-    assert math.isnan(metrics.vertical_cdr(np.zeros((4, 4), np.uint8)))  # no disc
+    assert retrieval_report.vertical_cdr(mask) == 0.0  # no cup
+    assert math.isnan(retrieval_report.vertical_cdr(np.zeros((4, 4), np.uint8)))  # no disc
 
 
 @needs_data
@@ -170,20 +170,22 @@ def test_vertical_cdr_matches_labels_csv():
         rows = list(csv.DictReader(f))
     for r in rows[:: len(rows) // 8]:
         mask = np.array(Image.open(DATA_DIR / "rimone_dl" / r["mask"]))
-        assert metrics.vertical_cdr(mask) == pytest.approx(float(r["vcdr_from_mask"]), abs=0.03)
+        assert retrieval_report.vertical_cdr(mask) == pytest.approx(
+            float(r["vcdr_from_mask"]), abs=0.03
+        )
 
 
 def test_vcdr_gap_ignores_nan():
     """Query 0 (0.5) vs hits 0.3, nan, 0.9 -> mean(0.2, 0.4) = 0.3; query 1 is nan, skipped."""
     ranking = np.array([[0, 1, 2, 3], [3, 2, 1, 0]])
-    gap = metrics.vcdr_gap_at_k(ranking, [0.5, np.nan], [0.3, np.nan, 0.9, 0.0], k=3)
+    gap = retrieval_report.vcdr_gap_at_k(ranking, [0.5, np.nan], [0.3, np.nan, 0.9, 0.0], k=3)
     assert gap == pytest.approx(0.3)
-    assert math.isnan(metrics.vcdr_gap_at_k(ranking, [np.nan, np.nan], [0.1] * 4, k=3))
+    assert math.isnan(retrieval_report.vcdr_gap_at_k(ranking, [np.nan, np.nan], [0.1] * 4, k=3))
 
 
 def test_evaluate_ranking_report():
     ranking = metrics.hamming_ranking(QUERY, DB)
-    report = metrics.evaluate_ranking(
+    report = retrieval_report.evaluate_ranking(
         ranking,
         QUERY_LABELS,
         DB_LABELS,
@@ -226,7 +228,7 @@ def test_evaluate_ranking_report():
         (lambda: metrics.random_map_at_k(["a"], DB_LABELS, 3, "k", n_permutations=0), "n_perm"),
         (lambda: metrics.average_precision_at_k([True, True], 2, 1, "all"), "n_relevant_total"),
         (
-            lambda: metrics.evaluate_ranking(
+            lambda: retrieval_report.evaluate_ranking(
                 np.array([[0]]), [0], [0], ks=(1,), query_vcdr=np.array([0.1])
             ),
             "both",

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from keras_ynet.dataset import load_dataset, load_mask
-from keras_ynet.metrics import vertical_cdr as vcdr_from_mask
 from keras_ynet.phantoms import default_phantom_dir, main, make_phantoms
+from keras_ynet.retrieval_report import vertical_cdr as vcdr_from_mask
 
 
 def folder_bytes(root):

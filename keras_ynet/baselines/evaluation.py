@@ -1,7 +1,7 @@
 """Evaluation of the baselines exactly as Y-Net is evaluated.
 
 Queries = test split, database = train split, relevant = same label; every figure of
-:func:`keras_ynet.metrics.evaluate_ranking` (three mAP conventions, random reference,
+:func:`keras_ynet.retrieval_report.evaluate_ranking` (three mAP conventions, random reference,
 SPDD fine-diagnosis mAP when labels.csv has ``diagnosis``, DPSD vCDR gap when the masks
 have disc and cup). Codes are ranked by Hamming distance, float descriptors by cosine
 at their native dimension; both break ties by database index.
@@ -15,12 +15,8 @@ import numpy as np
 from deploy.codes import signs_to_bits
 from keras_ynet.dataset import DatasetSpec, Record
 from keras_ynet.evaluate import KS, evaluate_records_ranking
-from keras_ynet.metrics import (
-    RetrievalReport,
-    cosine_ranking,
-    map_at_k,
-    map_at_k_from_ranking,
-)
+from keras_ynet.metrics import cosine_ranking, map_at_k, map_at_k_from_ranking
+from keras_ynet.retrieval_report import RetrievalReport
 
 VAL_K = 10
 VAL_CONVENTION = "k"
