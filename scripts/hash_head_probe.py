@@ -57,6 +57,24 @@ def train_head(features, labels, bits, steps, seed):
     return head
 
 
+def pca_itq(train, bits, iterations, seed):
+    """PCA to ``bits`` dimensions, then ITQ (Gong & Lazebnik 2011): the orthogonal
+    rotation that minimises the quantisation error to the nearest binary corner.
+    Returns a function features -> {0, 1} bits (thresholds: train medians)."""
+    mean = train.mean(axis=0)
+    _, _, vt = np.linalg.svd(train - mean, full_matrices=False)
+    projection = vt[:bits].T
+    v = (train - mean) @ projection
+    rotation = np.linalg.qr(np.random.default_rng(seed).normal(size=(bits, bits)))[0]
+    for _ in range(iterations):
+        b = np.where(v @ rotation > 0, 1.0, -1.0)
+        u, _, wt = np.linalg.svd(b.T @ v)
+        rotation = (u @ wt).T
+    w = projection @ rotation
+    median = np.median((train - mean) @ w, axis=0)
+    return lambda x: (((x - mean) @ w) > median).astype(np.uint8)
+
+
 def to_bits(head, train_features, features):
     thresholds = fit_bit_thresholds(np.asarray(head(train_features)))
     return (np.asarray(head(features)) > thresholds).astype(np.uint8)
@@ -96,6 +114,11 @@ def main():
         head = train_head(d_f, labels, bits, args.steps, args.seed)
         rows[f"retrained head on {name} (Hamming)"] = evaluate_bits(
             spec, queries, to_bits(head, d_f, q_f), database, to_bits(head, d_f, d_f)
+        )
+    for name, iterations in (("PCA", 0), ("PCA + ITQ", 50)):
+        encode = pca_itq(d_emb, bits, iterations, args.seed)
+        rows[f"{name} of the embedding (Hamming)"] = evaluate_bits(
+            spec, queries, encode(q_emb), database, encode(d_emb)
         )
     for name, report in rows.items():
         d = report.to_dict()["map"]
