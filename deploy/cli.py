@@ -221,8 +221,9 @@ def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) ->
     """The report of one search; hit codes come from the index, images from their paths."""
     grid = report.HashGrid.from_contract(encoder.contract)
     note = "" if grid else (
-        f"{encoder.contract.path} does not record the bit layout (hash_grid); it was exported "
-        "before the layout was recorded: re-export the model to get the map"
+        f"{encoder.contract.path} does not record the bit layout (hash_grid): its hash "
+        "head's bits have no image region, or it was exported before the layout was "
+        "recorded (re-export the model to get the map)"
     )  # fmt: skip
     hit_bits = _hit_codes(args.index, hits, encoder.bits)
     if any(int(np.sum(b != query_bits)) != h.distance for h, b in zip(hits, hit_bits, strict=True)):

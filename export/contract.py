@@ -145,8 +145,9 @@ def build_contract(
     return contract
 
 
-def model_hash_grid(model) -> tuple[int, int, int]:
-    """The ``hash_grid`` argument for a YNet: (rows, cols, bits_per_cell) of its codes.
+def model_hash_grid(model) -> tuple[int, int, int] | None:
+    """The ``hash_grid`` argument for a YNet: (rows, cols, bits_per_cell) of its codes,
+    None when its bits have no image region (the ``embedding`` head).
 
     The layout is read where the workstation report reads it
     (:func:`keras_ynet.hash_head.model_hash_grid`), so the two cannot disagree.

@@ -28,7 +28,7 @@ from deploy.atomic import atomic_write_text
 from deploy.errors import error_line
 from keras_ynet.baselines import BASELINES
 from keras_ynet.experiments_runs import execute, plan_run
-from keras_ynet.run_config import RunConfig, add_augment_argument
+from keras_ynet.run_config import HASH_HEADS, RunConfig, add_augment_argument
 from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
 # ynet_embedding: the float R-MAC embedding of the same trained ynet run, by cosine
@@ -46,6 +46,8 @@ TABLE3_ROWS = {
     "bits64": {"bits": 64},
     "bits128": {"bits": 128},
     "bits256": {"bits": 256},
+    # Ours: the hash read from the R-MAC embedding instead of the core node grid.
+    "hash_from_embedding": {"hash_head": "embedding"},
 }
 TITLES = {
     "table2": "Table II: baselines and Y-Net on one split",
@@ -188,7 +190,7 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, help=f"default {d.image_size}")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--bits", type=int, default=d.bits, choices=(32, 64, 128, 256))
-    p.add_argument("--hash-head", default=d.hash_head, choices=("mean", "conv", "trained"))
+    p.add_argument("--hash-head", default=d.hash_head, choices=HASH_HEADS)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)

@@ -83,10 +83,14 @@ def explain(
     # A query from the dataset shows its id and label; any other file its name and '-'.
     known = {r.image.resolve(): r for r in spec.records}.get(Path(image).resolve())
     query_id, label = (known.id, known.label) if known else (Path(image).name, "")
+    layout = model_hash_grid(model)
     content = report.Report(
         query=report.Entry(query_id, Path(image), query_bits, label=label, mask=masks[0]),
         hits=hits,
-        grid=report.HashGrid(*model_hash_grid(model)),
+        grid=report.HashGrid(*layout) if layout else None,
+        grid_note=""
+        if layout
+        else f"the {model.hash_head!r} hash head's bits have no image region",
         mask_classes=list(model.mask_class_names or spec.mask_class_names),
         source=f"model {model_path} ({model_fingerprint(model)}), {len(records)} {split} "
         f"images of {spec.name}",

@@ -15,6 +15,12 @@ heads are offered:
   (the authors' reply R1-4 describes the aggregation as "weighed with class labels"),
   without the hash loss reshaping those features.
 
+* ``"embedding"`` (our option, not in the paper): a dense map of the float R-MAC
+  embedding to ``bits`` values, trained like ``trained`` (gradient stopped at the
+  embedding). It keeps more of what the classification guidance taught (Table II
+  analysis in docs/results.md) but its bits have no image region, so the search report
+  draws no agreement map for it.
+
 Every head is followed by :class:`~keras_ynet.layers.BitCentering`, whose thresholds are
 fitted on the training codes by :func:`fit_bit_thresholds`.
 """
@@ -28,8 +34,9 @@ import numpy as np
 from keras import layers, ops
 
 from keras_ynet.layers import PACKAGE, BitCentering
+from keras_ynet.run_config import HASH_HEADS
 
-HASH_HEADS = ("mean", "conv", "trained")
+TRAINED_HEADS = ("trained", "embedding")  # heads with a hash loss term
 
 
 def hash_grid(height: int, width: int, bits: int):
@@ -90,10 +97,22 @@ class StopGradient(keras.layers.Layer):
         return ops.stop_gradient(x)
 
 
-def build_hash_head(core_node, bits: int, head: str, seed: int):
-    """Adds the hash head on the core node tensor; the output layer is named ``hash``."""
+def build_hash_head(core_node, bits: int, head: str, seed: int, embedding=None):
+    """Adds the hash head on the core node tensor (``embedding``: on the R-MAC
+    embedding tensor instead); the output layer is named ``hash``."""
     if head not in HASH_HEADS:
         raise ValueError(f"hash_head must be one of {HASH_HEADS}, got {head!r}")
+    if head == "embedding":
+        x = StopGradient(name="hash_stop_gradient")(embedding)
+        x = layers.Dense(
+            bits,
+            kernel_initializer=keras.initializers.GlorotNormal(seed=seed),
+            name="hash_aggregate",
+        )(x)
+        # The same layer names as the grid heads, so encoding and threshold fitting
+        # (keras_ynet.encode) read every head alike.
+        x = layers.Flatten(name="hash_flatten")(x)
+        return BitCentering(bits, name="hash")(x)
     pool_h, pool_w, _, _, channels = hash_grid(core_node.shape[1], core_node.shape[2], bits)
     x = core_node
     if pool_h > 1 or pool_w > 1:
@@ -120,10 +139,11 @@ def build_hash_head(core_node, bits: int, head: str, seed: int):
 HASH_GRID_LAYER = "hash_flatten"  # its input is the (h, w, c) grid the bits are read from
 
 
-def model_hash_grid(model) -> tuple[int, int, int]:
-    """(rows, cols, bits_per_cell) of a YNet's codes.
+def model_hash_grid(model) -> tuple[int, int, int] | None:
+    """(rows, cols, bits_per_cell) of a YNet's codes; None for a head whose bits have no
+    image region (``embedding``).
 
-    The hash head flattens an (h, w, c) tensor in that order, so bit i comes from grid
+    The grid heads flatten an (h, w, c) tensor in that order, so bit i comes from grid
     cell i // c and the cells run row-major over the pooled core node.
 
     Raises:
@@ -133,6 +153,8 @@ def model_hash_grid(model) -> tuple[int, int, int]:
         shape = tuple(int(d) for d in model.get_layer(HASH_GRID_LAYER).input.shape[1:])
     except ValueError as err:
         raise ValueError(f"the model has no {HASH_GRID_LAYER!r} layer: {err}") from None
+    if len(shape) == 1 and shape[0] == model.bits:
+        return None
     if len(shape) != 3 or math.prod(shape) != model.bits:
         raise ValueError(f"hash grid {shape} does not give the model's {model.bits} bits")
     return shape

@@ -13,7 +13,7 @@ from keras import layers, ops
 
 from keras_ynet import losses
 from keras_ynet.backbone import resnet_backbone
-from keras_ynet.hash_head import HASH_HEADS, build_hash_head
+from keras_ynet.hash_head import HASH_HEADS, TRAINED_HEADS, build_hash_head
 from keras_ynet.layers import PACKAGE, RMACPooling
 
 VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
@@ -36,8 +36,9 @@ class YNet(keras.Model):
         variant: ``ynet`` or an ablation: ``no_fpn`` (no segmentation loss),
             ``no_rmac`` (no classification loss), ``no_circle`` (softmax
             cross-entropy on the R-MAC embedding instead of circle loss).
-        hash_head: ``trained`` (default: measured best, see docs/results.md), or the
-            paper's untrained ``mean`` / ``conv`` (see :mod:`keras_ynet.hash_head`).
+        hash_head: ``trained`` (default: measured best, see docs/results.md), our
+            ``embedding`` head, or the paper's untrained ``mean`` / ``conv`` (see
+            :mod:`keras_ynet.hash_head`).
         coupling: ``alpha``, ``uncertainty`` or ``fixed`` (see ``LossCoupling``).
         coupling_weights: (w_cls, w_seg) for ``fixed`` coupling.
         stem_filters: filters of the 7x7 stem convolution.
@@ -46,7 +47,7 @@ class YNet(keras.Model):
         fpn_channels: channels of the FPN lateral and top-down path.
         rmac_channels: channels of the 3x3 convolution before R-MAC pooling.
         rmac_levels: R-MAC scales L.
-        hash_loss_weight: weight of the hash terms when ``hash_head="trained"``.
+        hash_loss_weight: weight of the hash terms of the ``trained`` and ``embedding`` heads.
         class_names: names of the image classes, index order (saved with the model).
         mask_class_names: names of the mask classes, value order.
         seed: seed of the initialisers that are never trained (``conv`` hash head).
@@ -116,7 +117,7 @@ class YNet(keras.Model):
         )(p)
         mask = layers.Conv2D(num_mask_classes, 3, padding="same", name="mask")(p)
 
-        hash_values = build_hash_head(c5, bits, hash_head, seed)
+        hash_values = build_hash_head(c5, bits, hash_head, seed, embedding=embedding)
 
         super().__init__(
             inputs=image,
@@ -154,7 +155,7 @@ class YNet(keras.Model):
             term_names.append("cls_loss")
         if variant != "no_fpn":
             term_names.append("seg_loss")
-        if hash_head == "trained":
+        if hash_head in TRAINED_HEADS:
             term_names.append("hash_loss")
         self.tracker_names = ["loss", *term_names, "w_cls", "w_seg"]
         self.loss_trackers = [keras.metrics.Mean(name=n) for n in self.tracker_names]
@@ -199,7 +200,7 @@ class YNet(keras.Model):
             terms["cls"] = losses.classification_loss(labels, self.classifier(outputs["embedding"]))
         if self.variant != "no_fpn":
             terms["seg"] = losses.segmentation_loss(masks, outputs["mask"])
-        if self.hash_head == "trained":
+        if self.hash_head in TRAINED_HEADS:
             h = outputs["hash"]
             h_unit = h / ops.sqrt(ops.sum(ops.square(h), axis=-1, keepdims=True) + 1e-6)
             terms["hash"] = losses.circle_loss(labels, h_unit) + losses.quantization_loss(h)

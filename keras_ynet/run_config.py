@@ -7,6 +7,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+# The hash heads (keras_ynet.hash_head), named here so the command lines can offer them
+# without importing TensorFlow.
+HASH_HEADS = ("mean", "conv", "trained", "embedding")
+
 
 @dataclasses.dataclass
 class RunConfig:
@@ -24,7 +28,7 @@ class RunConfig:
         variant: ``ynet`` or an ablation.
         coupling: ``alpha``, ``uncertainty`` or ``fixed``.
         coupling_weights: (w_cls, w_seg) for ``fixed``.
-        hash_head: ``mean``, ``conv`` or ``trained``.
+        hash_head: one of :data:`HASH_HEADS` (see :mod:`keras_ynet.hash_head`).
         learning_rate: AdamW peak learning rate (cosine decay to 1% of it).
         weight_decay: AdamW weight decay.
         val_fraction: share of the train split held out (stratified) for checkpointing.

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from deploy.errors import error_line
-from keras_ynet.run_config import RunConfig, add_augment_argument
+from keras_ynet.run_config import HASH_HEADS, RunConfig, add_augment_argument
 
 
 def dataset_fingerprint(root: Path) -> str:
@@ -185,7 +185,7 @@ def parse_args(argv=None) -> tuple[RunConfig, bool]:
         metavar=("W_CLS", "W_SEG"),
         help="weights for --coupling fixed",
     )
-    p.add_argument("--hash-head", default=d.hash_head, choices=("mean", "conv", "trained"))
+    p.add_argument("--hash-head", default=d.hash_head, choices=HASH_HEADS)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)

@@ -238,3 +238,16 @@ def test_contract_reader_names_the_file(exported, tmp_path):
     path.write_text("{not json")
     with pytest.raises(ContractError, match="not a readable JSON file"):
         load_contract(path)
+
+
+def test_embedding_head_exports_with_keras_bits_and_no_grid(exported, tmp_path, capsys):
+    spec = exported["spec"]
+    model = YNet(**RGB_TINY, hash_head="embedding", class_names=spec.class_names)
+    calibrate_bit_thresholds(model, prepare_records(spec.split("train"), 64, 3))
+    model_path = save_ynet(model, tmp_path / "model.keras")
+    argv = ["--model", str(model_path), "--data", str(spec.root), "--out", str(tmp_path / "art")]
+    assert main([*argv, "--no-int8"]) == 0  # the export checks float bits against Keras
+    contract = json.loads((tmp_path / "art" / "encoder.json").read_text())
+    assert "hash_grid" not in contract  # its bits have no image region
+    parity = json.loads((tmp_path / "art" / "parity.json").read_text())
+    assert parity["passed"] and parity["float"]["encoder.onnx"]["bits_identical"]

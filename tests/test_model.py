@@ -33,10 +33,35 @@ def test_outputs_named_and_shaped(variant, bits):
     assert np.all(np.abs(h) <= 1.0)
 
 
-@pytest.mark.parametrize("head", ["mean", "conv", "trained"])
+@pytest.mark.parametrize("head", ["mean", "conv", "trained", "embedding"])
 def test_hash_heads_build(head):
     model = YNet(**TINY, hash_head=head)
     assert model(images(1))["hash"].shape == (1, 64)
+    assert ("hash_loss" in model.tracker_names) == (head in ("trained", "embedding"))
+
+
+def test_embedding_head_reads_the_embedding_and_has_no_grid(tmp_path):
+    import tensorflow as tf
+
+    from keras_ynet.hash_head import model_hash_grid
+
+    model = YNet(**TINY, hash_head="embedding", class_names=["a", "b"])
+    assert model_hash_grid(model) is None  # its bits have no image region
+    assert model_hash_grid(YNet(**TINY)) == (2, 2, 16)
+    x = tf.constant(images(4))
+    with tf.GradientTape(persistent=True) as tape:
+        out = model(x, training=True)
+        hash_sum = tf.reduce_sum(out["hash"])
+    # The hash trains only its own dense map: no gradient into the encoder.
+    assert tape.gradient(hash_sum, model.get_layer("hash_aggregate").kernel) is not None
+    assert tape.gradient(hash_sum, model.get_layer("rmac_conv").kernel) is None
+    # The hash is a function of the embedding alone.
+    dense = model.get_layer("hash_aggregate")
+    pre = np.asarray(dense(model(x, training=False)["embedding"]))
+    np.testing.assert_allclose(pre, hash_pre_activations(model, images(4)), atol=1e-5)
+    calibrate_bit_thresholds(model, images(6))
+    loaded = load_ynet(save_ynet(model, tmp_path / "m.keras"))
+    np.testing.assert_array_equal(encode_bits(model, images(3)), encode_bits(loaded, images(3)))
 
 
 def test_rmac_regions_on_the_paper_grid():
