@@ -218,3 +218,10 @@ def test_cli_refuses_unknown_methods(capsys):
     with pytest.raises(SystemExit):
         experiments.parse_args(["table3", "--data", "d", "--out", "o", "--methods", "crow"])
     assert "unknown table3 methods ['crow']" in capsys.readouterr().err
+
+
+def test_table2_ynet_rows_are_table3_runs():
+    # The same settings train once: Table II's Y-Net rows read Table III's stored runs.
+    table3 = list(experiments.TABLE3_ROWS.values())
+    assert all(row in table3 for row in experiments.TABLE2_YNET_ROWS.values())
+    assert set(experiments.TABLE2_YNET_ROWS) <= set(experiments.TABLE2_METHODS)
