@@ -16,7 +16,7 @@ from keras_ynet.metrics import CONVENTION_NAMES, MAP_CONVENTIONS
 
 PANEL_W, PANEL_H = 420, 340
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 56, 16, 36, 44
-LEGEND_W = 210
+LEGEND_W = 260  # fits "ynet_hash_from_embedding (64)"
 PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207), (0, 0, 128),
