@@ -81,9 +81,11 @@ def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
             row = f"cv fold {i}: {e} epochs, {c}"
             runs[(e, c, i)] = plan_run(row, "ynet", config, out, shas[str(fold)])
     print(f"{args.cv_folds}-fold cross-validation of {len(candidates)} Y-Net settings", flush=True)
-    results, failed = execute(list(runs.values()), shas, out, args.debug)
+    results, failed = execute(list(runs.values()), shas, out, args.debug, not args.report_only)
     if failed:
         raise RuntimeError(f"{len(failed)} cross-validation runs failed")
+    if any(result is None for result in results.values()):
+        raise RuntimeError("cross-validation runs are not stored: run without --report-only")
 
     def fold_score(e, c, i):
         return results[runs[(e, c, i)].key]["report"]["map"][cv.CV_CONVENTION][str(cv.CV_K)]
@@ -121,7 +123,7 @@ def run_table(table: str, args) -> int:
             overrides = {**chosen, **ynet_rows[name]} if method == "ynet" else {}
             config = dataclasses.replace(base, seed=seed, **overrides)
             runs.append(plan_run(name, method, config, out, shas[base.data]))
-    results, failed = execute(runs, shas, out, args.debug)
+    results, failed = execute(runs, shas, out, args.debug, train=not args.report_only)
     rows = []
     for name in names:
         done = [results[r.key] for r in runs if r.row == name and results[r.key] is not None]
@@ -214,6 +216,11 @@ def parse_args(argv=None):
         choices=("alpha", "uncertainty", "fixed"),
     )  # fmt: skip
     p.add_argument("--debug", action="store_true", help="stop at the first failure, traceback")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the tables from the stored runs only (rows show their seed counts)",
+    )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     allowed = TABLE2_METHODS if args.table == "table2" else tuple(TABLE3_ROWS)

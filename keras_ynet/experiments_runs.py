@@ -108,7 +108,9 @@ def _evaluate_ynet_embedding(config: RunConfig, out: Path, dataset_sha: str) -> 
     return {"report": report, "info": info, "descriptor": descriptor}
 
 
-def execute(runs: list[Run], shas: dict[str, str], out: Path, debug: bool = False):
+def execute(
+    runs: list[Run], shas: dict[str, str], out: Path, debug: bool = False, train: bool = True
+):
     """Runs what is not stored yet, with a progress line and ETA; returns (results, failed).
 
     Args:
@@ -116,6 +118,7 @@ def execute(runs: list[Run], shas: dict[str, str], out: Path, debug: bool = Fals
         shas: dataset folder -> labels.csv sha256 (keys the runs).
         out: experiment folder.
         debug: re-raise a failing run instead of reporting it and going on.
+        train: False reports the stored runs only; the others stay None in ``results``.
     """
     rows_of: dict[str, list[str]] = {}
     first: dict[str, Run] = {}
@@ -126,6 +129,11 @@ def execute(runs: list[Run], shas: dict[str, str], out: Path, debug: bool = Fals
     results = {r.key: r.cached() for r in unique}
     todo = [r for r in unique if results[r.key] is None]
     print(f"{len(unique)} runs: {len(unique) - len(todo)} stored, {len(todo)} to train", flush=True)
+    if not train:
+        for run in todo:
+            print(f"not stored, skipped (--report-only): {' = '.join(rows_of[run.key])} "
+                  f"(seed {run.config.seed})", flush=True)  # fmt: skip
+        return results, []
     failed, seconds = [], {}  # seconds: method -> durations of its finished runs
     for i, run in enumerate(unique, 1):
         tag = f"[{i}/{len(unique)}] {' = '.join(rows_of[run.key])} (seed {run.config.seed})"

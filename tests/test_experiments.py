@@ -165,6 +165,12 @@ def test_table2_end_to_end_then_resumed_without_training(phantoms, tmp_path, cap
     code, printed = run_cli(argv, capsys)
     assert code == 0
     assert "2 runs: 2 stored, 0 to train" in printed and printed.count("cached in") == 2
+    # --report-only: a row that was never trained is listed and left out, nothing trains.
+    more = [a if a != "dpsh" else "dsh" for a in argv]
+    code, printed = run_cli([*more, "--report-only"], capsys)
+    assert code == 0 and "not stored, skipped (--report-only): dsh (seed 0)" in printed
+    assert [r["name"] for r in json.loads((out / "table2.json").read_text())["rows"]] == ["crow"]
+    code, printed = run_cli(argv, capsys)  # the stored table again
     assert [p.stat().st_mtime_ns for p in stored] == mtimes
     assert json.loads((out / "table2.json").read_text())["rows"] == doc["rows"]
 
