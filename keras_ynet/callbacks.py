@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_ynet.encode import hash_pre_activations
-from keras_ynet.hash_head import fit_bit_thresholds
+from keras_ynet.hash_head import bit_thresholds
 from keras_ynet.metrics import map_at_k
 
 
@@ -55,7 +55,7 @@ def ynet_validation_score(db_images, db_labels, val_images, val_labels, k=10, ba
     def score(model) -> float:
         pre_db = hash_pre_activations(model, db_images, batch_size)
         pre_val = hash_pre_activations(model, val_images, batch_size)
-        thresholds = fit_bit_thresholds(pre_db)
+        thresholds = bit_thresholds(model.hash_head, pre_db)
         db_bits = (pre_db > thresholds).astype(np.uint8)
         val_bits = (pre_val > thresholds).astype(np.uint8)
         return map_at_k(val_bits, val_labels, db_bits, db_labels, k, "k")

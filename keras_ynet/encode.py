@@ -20,14 +20,17 @@ def hash_pre_activations(model: keras.Model, images: np.ndarray, batch_size: int
 def calibrate_bit_thresholds(model: YNet, train_images: np.ndarray, batch_size: int = 32):
     """Fits per-bit thresholds on training images and stores them in the model.
 
-    Afterwards each bit is 1 for half of the training images, so codes are balanced.
+    Afterwards each bit is 1 for half of the training images, so codes are balanced
+    (a signed head, ``guided``, keeps zero thresholds: see
+    :func:`keras_ynet.hash_head.bit_thresholds`).
 
     Returns:
         the thresholds (bits,).
     """
-    from keras_ynet.hash_head import fit_bit_thresholds
+    from keras_ynet.hash_head import bit_thresholds
 
-    thresholds = fit_bit_thresholds(hash_pre_activations(model, train_images, batch_size))
+    pre = hash_pre_activations(model, train_images, batch_size)
+    thresholds = bit_thresholds(model.hash_head, pre)
     model.get_layer("hash").thresholds.assign(thresholds)
     return thresholds
 

@@ -57,6 +57,20 @@ TABLE3_ROWS = {
     # Ours: the hash read from the R-MAC embedding instead of the core node grid.
     "hash_from_embedding": {"hash_head": "embedding"},
 }
+# Candidates of the cross-validated choice of the default (``--cv-folds``): named run
+# settings, each naming every setting it is about, so a later change of the defaults
+# does not change what a stored candidate run means. Ties go to the earlier entry.
+WIDE = {"stem_filters": 32, "stage_widths": (16, 32, 64, 128)}
+NARROW = {"stem_filters": 16, "stage_widths": (8, 16, 32, 64)}
+CV_CANDIDATES = {
+    "paper": {"variant": "ynet", "hash_head": "trained", "augment": False, **NARROW},
+    "ce_grid": {"variant": "no_circle", "hash_head": "trained", "augment": False, **NARROW},
+    "ce_embedding": {"variant": "no_circle", "hash_head": "embedding", "augment": False, **NARROW},
+    "ce_guided": {"variant": "no_circle", "hash_head": "guided", "augment": False, **NARROW},
+    "circle_guided": {"variant": "ynet", "hash_head": "guided", "augment": False, **NARROW},
+    "ce_guided_augment": {"variant": "no_circle", "hash_head": "guided", "augment": True, **NARROW},
+    "ce_guided_wide": {"variant": "no_circle", "hash_head": "guided", "augment": False, **WIDE},
+}
 TITLES = {
     "table2": "Table II: baselines and Y-Net on one split",
     "table3": "Table III: Y-Net ablations on one split",
@@ -65,39 +79,55 @@ PLOTS = {"table2": "map_vs_k.png", "table3": "table3_map_vs_k.png"}
 
 
 def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
-    """K-fold CV of Y-Net's epochs and coupling on the train split; returns the winner."""
+    """K-fold CV of the Y-Net candidates on the train split; returns the winner's settings.
+
+    Each fold run gets the step budget of ``base`` (``--train-steps``) unless ``--epochs``
+    fixes the epochs, so a fold (two thirds of the train split at K = 3) is not trained
+    for fewer updates than the full split.
+    """
     from keras_ynet import experiments_cv as cv
     from keras_ynet.train import dataset_fingerprint
 
-    epochs_list = args.cv_epochs or sorted({max(1, base.epochs // 2), base.epochs})
-    candidates = [(e, c) for e in epochs_list for c in args.cv_couplings]
+    names = args.cv_candidates or list(CV_CANDIDATES)
     root = out / "cv" / f"{shas[base.data][:8]}-k{args.cv_folds}-seed{base.seed}"
     folds = cv.fold_datasets(spec, args.cv_folds, base.seed, root)
     runs = {}
-    for i, fold in enumerate(folds, 1):
-        shas[str(fold)] = dataset_fingerprint(fold)
-        for e, c in candidates:
-            config = dataclasses.replace(base, data=str(fold), epochs=e, coupling=c)
-            row = f"cv fold {i}: {e} epochs, {c}"
-            runs[(e, c, i)] = plan_run(row, "ynet", config, out, shas[str(fold)])
-    print(f"{args.cv_folds}-fold cross-validation of {len(candidates)} Y-Net settings", flush=True)
+    for name in names:  # candidate-major: a stopped search has whole candidates
+        for i, fold in enumerate(folds, 1):
+            shas.setdefault(str(fold), dataset_fingerprint(fold))
+            config = dataclasses.replace(
+                base, data=str(fold), epochs=args.epochs, **CV_CANDIDATES[name]
+            )
+            runs[(name, i)] = plan_run(f"cv {name} fold {i}", "ynet", config, out, shas[str(fold)])
+    print(f"{args.cv_folds}-fold cross-validation of {len(names)} Y-Net candidates", flush=True)
     results, failed = execute(list(runs.values()), shas, out, args.debug, not args.report_only)
-    if failed:
-        raise RuntimeError(f"{len(failed)} cross-validation runs failed")
-    if any(result is None for result in results.values()):
-        raise RuntimeError("cross-validation runs are not stored: run without --report-only")
-
-    def fold_score(e, c, i):
-        return results[runs[(e, c, i)].key]["report"]["map"][cv.CV_CONVENTION][str(cv.CV_K)]
-
-    scores = {
-        (e, c): [fold_score(e, c, i) for i in range(1, len(folds) + 1)] for e, c in candidates
+    done = {
+        name: [results[runs[(name, i)].key] for i in range(1, len(folds) + 1)] for name in names
     }
-    (epochs, coupling), rows = cv.select_setting(scores)
-    atomic_write_text(out / "cv.md", cv.cv_markdown(rows, args.cv_folds))
-    atomic_write_text(out / "cv.json", json.dumps({"folds": args.cv_folds, "rows": rows}, indent=2))
-    print(f"cross-validation chose {epochs} epochs, {coupling} coupling (see {out / 'cv.md'})")
-    return {"epochs": epochs, "coupling": coupling}
+    scores = {
+        name: [r["report"]["map"][cv.SCORE_CONVENTION][str(cv.SCORE_K)] for r in rs]
+        for name, rs in done.items()
+        if all(r is not None for r in rs)
+    }
+    missing = sorted(set(names) - set(scores))
+    if missing:
+        print(f"not every fold is stored for: {', '.join(missing)}", file=sys.stderr)
+    if not scores:
+        raise RuntimeError("no cross-validation candidate has all its folds stored")
+    best, rows = cv.select_setting(scores, {n: CV_CANDIDATES[n] for n in scores})
+    steps = f"{args.epochs} epochs" if args.epochs else f"{base.train_steps} optimiser steps"
+    preamble = (
+        f"{spec.name}: {len(spec.split('train'))} train-split images in {args.cv_folds} "
+        f"label-stratified folds (seed {base.seed}); every run {steps} at {base.image_size} px. "
+        f"Command: `python -m keras_ynet.experiments {' '.join(args.argv)}`"
+    )
+    atomic_write_text(out / "cv.md", cv.cv_markdown(rows, args.cv_folds, preamble))
+    record = {"folds": args.cv_folds, "dataset": spec.name, "chosen": best, "rows": rows}
+    atomic_write_text(out / "cv.json", json.dumps(record, indent=2, default=list))
+    if failed:
+        print(f"error: {len(failed)} cross-validation run(s) failed", file=sys.stderr)
+    print(f"cross-validation chose {best}: {CV_CANDIDATES[best]} (see {out / 'cv.md'})")
+    return dict(CV_CANDIDATES[best])
 
 
 def run_table(table: str, args) -> int:
@@ -110,10 +140,12 @@ def run_table(table: str, args) -> int:
     out = Path(args.out).resolve()
     spec = load_dataset(args.data)
     base = base_config(args)
-    # Fix the epochs up front so every method (and the CV candidates) share them.
-    base = dataclasses.replace(base, epochs=resolve_epochs(base, steps_per_epoch(spec, base)))
     shas = {base.data: dataset_fingerprint(base.data)}
     chosen = cross_validate(spec, base, args, out, shas) if args.cv_folds else {}
+    if table == "cv":
+        return 0
+    # Fix the epochs up front so every method of the table shares them.
+    base = dataclasses.replace(base, epochs=resolve_epochs(base, steps_per_epoch(spec, base)))
     names = args.methods or (list(TABLE2_METHODS) if table == "table2" else list(TABLE3_ROWS))
     runs = []
     for seed in range(args.seeds):  # seed-major: every method gets seed 0 first
@@ -169,6 +201,7 @@ def base_config(args) -> RunConfig:
     return RunConfig(
         data=str(Path(args.data).resolve()),
         epochs=args.epochs,
+        train_steps=args.train_steps,
         batch_size=args.batch_size,
         image_size=args.image_size or d.image_size,
         bits=args.bits,
@@ -190,13 +223,18 @@ def parse_args(argv=None):
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("table", choices=sorted(TITLES))
+    p.add_argument(
+        "table", choices=sorted([*TITLES, "cv"]), help="cv: only the cross-validation (--cv-folds)"
+    )
     p.add_argument("--data", required=True, help="dataset folder with labels.csv")
     p.add_argument("--out", required=True, help="experiment folder (tables, plot, runs/)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3)")
     p.add_argument("--methods", nargs="+", help="rows to run (default: all of the table)")
     p.add_argument(
         "--epochs", type=int, help=f"default: enough for {d.train_steps} optimiser steps"
+    )
+    p.add_argument(
+        "--train-steps", type=int, default=d.train_steps, help="step budget when --epochs is unset"
     )
     p.add_argument("--image-size", type=int, help=f"default {d.image_size}")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -209,11 +247,13 @@ def parse_args(argv=None):
     p.add_argument("--stem-filters", type=int, default=d.stem_filters)
     p.add_argument("--stage-widths", type=int, nargs="+", default=list(d.stage_widths))
     p.add_argument("--stage-blocks", type=int, nargs="+", default=list(d.stage_blocks))
-    p.add_argument("--cv-folds", type=int, default=0, help="K-fold CV of Y-Net first (e.g. 5)")
-    p.add_argument("--cv-epochs", type=int, nargs="+", help="CV candidates (default E/2 and E)")
     p.add_argument(
-        "--cv-couplings", nargs="+", default=["uncertainty", "alpha", "fixed"],
-        choices=("alpha", "uncertainty", "fixed"),
+        "--cv-folds", type=int, default=0,
+        help="choose Y-Net's settings by K-fold CV on the train split first (e.g. 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cv-candidates", nargs="+", choices=list(CV_CANDIDATES), metavar="NAME",
+        help=f"CV candidates (default all: {', '.join(CV_CANDIDATES)})",
     )  # fmt: skip
     p.add_argument("--debug", action="store_true", help="stop at the first failure, traceback")
     p.add_argument(
@@ -223,7 +263,7 @@ def parse_args(argv=None):
     )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    allowed = TABLE2_METHODS if args.table == "table2" else tuple(TABLE3_ROWS)
+    allowed = {"table2": TABLE2_METHODS, "table3": tuple(TABLE3_ROWS), "cv": ()}[args.table]
     methods = [m for item in args.methods or [] for m in item.split(",") if m]
     unknown = sorted(set(methods) - set(allowed))
     if unknown:
@@ -231,6 +271,8 @@ def parse_args(argv=None):
     args.methods = list(dict.fromkeys(methods)) or None
     if args.seeds < 1 or args.cv_folds == 1 or args.cv_folds < 0:
         p.error("--seeds must be >= 1 and --cv-folds 0 (off) or >= 2")
+    if args.table == "cv" and not args.cv_folds:
+        p.error("cv needs --cv-folds K (K >= 2)")
     return args
 
 

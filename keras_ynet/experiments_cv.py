@@ -1,7 +1,7 @@
-"""K-fold cross-validation on the train split, to choose Y-Net's epochs and coupling.
+"""K-fold cross-validation on the train split, to choose Y-Net's settings.
 
 The paper chooses its model by 5-fold cross-validation. Here the train split is cut
-into K label-stratified folds; for each candidate setting Y-Net is trained K times,
+into K label-stratified folds; for each candidate (a named set of run settings) Y-Net is trained K times,
 each time on K-1 folds and queried with the held-out fold against them, and the setting
 with the best mean mAP@10 (convention ``k``) wins. The test split is never read: it
 serves only the final numbers, trained on the whole train split with the chosen
@@ -24,8 +24,10 @@ from deploy.atomic import atomic_path
 from keras_ynet.dataset import DatasetSpec, Record
 from keras_ynet.dataset_csv import REQUIRED_COLUMNS
 
-CV_K = 10
-CV_CONVENTION = "k"
+# What a fold is scored by: mAP at this k (the k of mAP@k, not the number of folds),
+# under this convention (R = k).
+SCORE_K = 10
+SCORE_CONVENTION = "k"
 
 
 def stratified_folds(records: list[Record], n_folds: int, seed: int = 0) -> list[list[Record]]:
@@ -90,46 +92,49 @@ def fold_datasets(spec: DatasetSpec, n_folds: int, seed: int, root) -> list[Path
     return paths
 
 
-def select_setting(scores: dict[tuple, list[float]]) -> tuple[tuple, list[dict]]:
+def select_setting(scores: dict[str, list[float]], settings: dict[str, dict] | None = None):
     """The candidate with the best mean fold score.
 
     Args:
-        scores: candidate (epochs, coupling) -> its fold scores; dict order is the
-            tie-break order after the mean (then fewer epochs first).
+        scores: candidate name -> its fold scores; dict order breaks ties of the mean
+            (list the simpler or the paper's candidate first).
+        settings: candidate name -> the run settings it overrides (kept in the rows).
 
     Returns:
-        (best candidate, one summary row per candidate, best first)
+        (best candidate name, one summary row per candidate, best first)
     """
     if not scores:
         raise ValueError("no cross-validation candidates were scored")
     order = {c: i for i, c in enumerate(scores)}
     rows = [
         {
-            "epochs": c[0],
-            "coupling": c[1],
+            "candidate": c,
+            "settings": dict((settings or {}).get(c, {})),
             "mean": float(np.mean(v)),
             "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
             "folds": [float(x) for x in v],
         }
         for c, v in scores.items()
     ]
-    rows.sort(key=lambda r: (-r["mean"], r["epochs"], order[(r["epochs"], r["coupling"])]))
-    return (rows[0]["epochs"], rows[0]["coupling"]), rows
+    rows.sort(key=lambda r: (-r["mean"], order[r["candidate"]]))
+    return rows[0]["candidate"], rows
 
 
-def cv_markdown(rows: list[dict], n_folds: int) -> str:
+def cv_markdown(rows: list[dict], n_folds: int, preamble: str = "") -> str:
     """The candidates' fold scores as a markdown table, best first."""
     lines = [
         f"# {n_folds}-fold cross-validation on the train split (Y-Net)",
         "",
-        f"Score: mAP@{CV_K} (convention {CV_CONVENTION}), held-out fold queried against "
-        "the other folds. The first row is chosen.",
+        f"Score: mAP@{SCORE_K} (convention {SCORE_CONVENTION}), each held-out fold queried "
+        "against the other folds; the test split is never read. The first row is chosen.",
         "",
-        "| epochs | coupling | mean | std | folds |",
-        "|---|---|---|---|---|",
     ]
+    if preamble:
+        lines += [preamble, ""]
+    lines += ["| candidate | settings | mean | std | folds |", "|---|---|---|---|---|"]
     for r in rows:
         std = "-" if r["std"] is None else f"{r['std']:.4f}"
         folds = ", ".join(f"{v:.4f}" for v in r["folds"])
-        lines.append(f"| {r['epochs']} | {r['coupling']} | {r['mean']:.4f} | {std} | {folds} |")
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "-"
+        lines.append(f"| {r['candidate']} | {settings} | {r['mean']:.4f} | {std} | {folds} |")
     return "\n".join(lines) + "\n"

@@ -21,6 +21,13 @@ heads are offered:
   analysis in docs/results.md) but its bits have no image region, so the search report
   draws no agreement map for it.
 
+* ``"guided"`` (our option, not in the paper): the same dense map of the R-MAC
+  embedding, but trained end to end and *through* it: the classification guidance
+  (circle loss or cross-entropy, by variant) reads the hash values instead of the
+  float embedding, so the bits themselves are what the guidance shapes (a plain
+  classifier's recipe for sign codes). Its bits are signed by training, so their
+  thresholds stay at zero (a median split would cut the larger class in two).
+
 Every head is followed by :class:`~keras_ynet.layers.BitCentering`, whose thresholds are
 fitted on the training codes by :func:`fit_bit_thresholds`.
 """
@@ -36,7 +43,9 @@ from keras import layers, ops
 from keras_ynet.layers import PACKAGE, BitCentering
 from keras_ynet.run_config import HASH_HEADS
 
-TRAINED_HEADS = ("trained", "embedding")  # heads with a hash loss term
+TRAINED_HEADS = ("trained", "embedding", "guided")  # heads with a hash loss term
+GUIDED_HEADS = ("guided",)  # heads the classification guidance reads
+SIGNED_HEADS = ("guided",)  # heads whose bit thresholds stay at zero
 
 
 def hash_grid(height: int, width: int, bits: int):
@@ -102,8 +111,10 @@ def build_hash_head(core_node, bits: int, head: str, seed: int, embedding=None):
     embedding tensor instead); the output layer is named ``hash``."""
     if head not in HASH_HEADS:
         raise ValueError(f"hash_head must be one of {HASH_HEADS}, got {head!r}")
-    if head == "embedding":
-        x = StopGradient(name="hash_stop_gradient")(embedding)
+    if head in ("embedding", "guided"):
+        x = embedding
+        if head == "embedding":
+            x = StopGradient(name="hash_stop_gradient")(x)
         x = layers.Dense(
             bits,
             kernel_initializer=keras.initializers.GlorotNormal(seed=seed),
@@ -158,6 +169,14 @@ def model_hash_grid(model) -> tuple[int, int, int] | None:
     if len(shape) != 3 or math.prod(shape) != model.bits:
         raise ValueError(f"hash grid {shape} does not give the model's {model.bits} bits")
     return shape
+
+
+def bit_thresholds(head: str, pre_activations: np.ndarray) -> np.ndarray:
+    """The thresholds a head of kind ``head`` uses: zero for a signed head, else the
+    balanced split of :func:`fit_bit_thresholds` on the training codes."""
+    if head in SIGNED_HEADS:
+        return np.zeros(np.shape(pre_activations)[1], np.float32)
+    return fit_bit_thresholds(pre_activations)
 
 
 def fit_bit_thresholds(pre_activations: np.ndarray) -> np.ndarray:

@@ -13,12 +13,17 @@ from keras import layers, ops
 
 from keras_ynet import losses
 from keras_ynet.backbone import resnet_backbone
-from keras_ynet.hash_head import HASH_HEADS, TRAINED_HEADS, build_hash_head
+from keras_ynet.hash_head import GUIDED_HEADS, HASH_HEADS, TRAINED_HEADS, build_hash_head
 from keras_ynet.layers import PACKAGE, RMACPooling
 
 VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
 VALID_BITS = (32, 64, 128, 256)
 OUTPUTS = ("embedding", "mask", "hash")
+
+
+def _unit(x):
+    """L2-normalised rows (circle loss compares by cosine)."""
+    return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + 1e-6)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -149,7 +154,7 @@ class YNet(keras.Model):
         self.loss_coupling = losses.LossCoupling(coupling, self.coupling_weights, name="coupling")
         if variant == "no_circle":
             self.classifier = layers.Dense(num_classes, name="classifier")
-            self.classifier.build((None, rmac_channels))
+            self.classifier.build((None, bits if hash_head in GUIDED_HEADS else rmac_channels))
         term_names = []
         if variant != "no_rmac":
             term_names.append("cls_loss")
@@ -194,16 +199,21 @@ class YNet(keras.Model):
         """The unweighted loss terms active for this variant, as a dict of scalars."""
         labels, masks = y["label"], y["mask"]
         terms = {}
+        guided = self.hash_head in GUIDED_HEADS
+        # A guided head puts the classification guidance on the hash values themselves.
+        guide = outputs["hash"] if guided else outputs["embedding"]
         if self.variant in ("ynet", "no_fpn"):
-            terms["cls"] = losses.circle_loss(labels, outputs["embedding"])
+            terms["cls"] = losses.circle_loss(labels, _unit(guide))
         elif self.variant == "no_circle":
-            terms["cls"] = losses.classification_loss(labels, self.classifier(outputs["embedding"]))
+            terms["cls"] = losses.classification_loss(labels, self.classifier(guide))
         if self.variant != "no_fpn":
             terms["seg"] = losses.segmentation_loss(masks, outputs["mask"])
         if self.hash_head in TRAINED_HEADS:
             h = outputs["hash"]
-            h_unit = h / ops.sqrt(ops.sum(ops.square(h), axis=-1, keepdims=True) + 1e-6)
-            terms["hash"] = losses.circle_loss(labels, h_unit) + losses.quantization_loss(h)
+            if guided:  # the guidance already trains the bits: only push them to +-1
+                terms["hash"] = losses.quantization_loss(h)
+            else:
+                terms["hash"] = losses.circle_loss(labels, _unit(h)) + losses.quantization_loss(h)
         return terms
 
     def total_loss(self, terms):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 # The hash heads (keras_ynet.hash_head), named here so the command lines can offer them
 # without importing TensorFlow.
-HASH_HEADS = ("mean", "conv", "trained", "embedding")
+HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided")
 
 
 @dataclasses.dataclass
