@@ -8,7 +8,10 @@ A dataset is a folder holding ``labels.csv`` and the image/mask files it names::
 ``image`` and ``mask`` are paths relative to the folder (``mask`` may be empty), ``split``
 is one of ``train``, ``val``, ``test``, and extra columns are kept as strings. An optional
 ``dataset.json`` declares ``{"name": ..., "mask_classes": [...], "mask_kind": ...}``.
-Masks are uint8 label images: pixel value = index into ``mask_classes``.
+Masks are uint8 label images: pixel value = index into ``mask_classes``, unless
+dataset.json maps stored values to classes (``mask_values``) or the masks hold exactly
+the values {0, 255} (the binary form of most public segmentation sets), which read as
+background / foreground. A row may have no mask: it trains on the other losses.
 
 :func:`load_dataset` checks everything up front and raises one :class:`DatasetError`
 listing every problem found (row, id, file), so a broken folder is fixed in one pass;
@@ -20,7 +23,7 @@ rows name and builds the :class:`DatasetSpec`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +49,7 @@ __all__ = [
     "load_dataset",
     "load_image",
     "load_mask",
+    "MISSING_MASK",
     "validation_fold",
 ]
 
@@ -54,6 +58,12 @@ FUNDUS_MASK_CLASSES = ("background", "disc", "cup")
 CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
 # Mask kinds whose classes name a body side: a horizontal flip would swap their meaning.
 SIDE_SPECIFIC_KINDS = ("chest",)
+# The mask value of "no mask for this row": its pixels are left out of the segmentation
+# loss. Mask classes are indices 0..254, so it never names a class.
+MISSING_MASK = 255
+# Binary masks stored as 0 / 255 (BUSI, ISIC, Kvasir-SEG): background / foreground.
+BINARY_MASK_VALUES = (0, 255)
+BINARY_MASK_CLASSES = ("background", "foreground")
 # Splits every consumer reads: train is the database, test the queries (and parity images).
 REQUIRED_SPLITS = ("train", "test")
 
@@ -71,6 +81,8 @@ class DatasetSpec:
         channels: 1 (grey) or 3 (colour), from the first image.
         image_size: (height, width) of the first image.
         mask_kind: ``fundus``, ``chest``, ``lesion``, ... or ``generic`` when unknown.
+        mask_map: (stored value, class index) pairs when the mask files store other
+            values than class indices; empty when they store the indices.
     """
 
     root: Path
@@ -81,6 +93,7 @@ class DatasetSpec:
     channels: int
     image_size: tuple[int, int]
     mask_kind: str = "generic"
+    mask_map: tuple[tuple[int, int], ...] = ()
 
     def split(self, name: str) -> list[Record]:
         """Records of one split (``train``, ``val`` or ``test``), in file order."""
@@ -165,8 +178,11 @@ def load_image(path: str | Path) -> np.ndarray:
         raise DatasetError(str(e)) from None
 
 
-def load_mask(path: str | Path) -> np.ndarray:
+def load_mask(path: str | Path, mask_map: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
     """Reads a label mask as uint8 (H, W); pixel value = mask class index.
+
+    With ``mask_map`` ((stored value, class index) pairs) the stored values are
+    translated; a value the map does not name is an error naming the file.
 
     Grey and palette PNGs give their stored values (a palette index is the label, as in
     VOC-style masks); 1-bit masks give 0/1; 16-bit masks must hold values below 256 (labels
@@ -175,7 +191,22 @@ def load_mask(path: str | Path) -> np.ndarray:
     Raises:
         DatasetError: naming the file, when it is missing, unreadable or not a label image.
     """
-    img = _open(Path(path), "mask")
+    mask = _load_mask_values(Path(path))
+    if not mask_map:
+        return mask
+    lut = np.full(256, -1, np.int16)
+    for value, index in mask_map:
+        lut[value] = index
+    mapped = lut[mask]
+    if (mapped < 0).any():
+        bad = sorted(int(v) for v in np.unique(mask[mapped < 0]))[:8]
+        named = sorted(v for v, _ in mask_map)
+        raise DatasetError(f"mask {path}: values {bad} are not among the mapped values {named}")
+    return mapped.astype(np.uint8)
+
+
+def _load_mask_values(path: Path) -> np.ndarray:
+    img = _open(path, "mask")
     if img.mode in ("L", "P", "1"):
         return np.asarray(img).astype(np.uint8)
     if img.mode in ("LA", "PA"):
@@ -251,18 +282,24 @@ def load_dataset(
     has_masks = any(r.mask is not None for r in records)
     known, kind = _infer_layout(root, labels, -1)
     fixed = declared if declared is not None else (known if kind != "generic" else None)
+    mask_map = _declared_mask_map(meta, declared, problems, root / "dataset.json")
+    if mask_map:
+        fixed = declared if declared is not None else _mapped_class_names(meta["mask_values"])
     need_scan = has_masks and (scan_masks or fixed is None)
     image_sizes: dict[str, tuple[int, int]] = {}
     max_value = -1
+    seen_values: set[int] = set()
     for where, r in rows:
         try:
             if check_files:
                 image_sizes[r.id] = _header(r.image, "image", verify=True)[1]
             if r.mask is not None and need_scan:
-                mask = load_mask(r.mask)
+                mask = load_mask(r.mask, mask_map)
                 if not mask.size:
                     raise DatasetError(f"mask {r.mask} has no pixels")
                 shape, max_value = mask.shape, max(max_value, int(mask.max()))
+                if fixed is None and len(seen_values) <= len(BINARY_MASK_VALUES):
+                    seen_values.update(int(v) for v in np.unique(mask))
                 if fixed is not None and mask.max() >= len(fixed):
                     bad = [int(v) for v in np.unique(mask) if v >= len(fixed)]
                     problems.append(
@@ -282,6 +319,11 @@ def load_dataset(
                 f"{where}: mask {r.mask} is {shape[1]}x{shape[0]} but its image is "
                 f"{size[1]}x{size[0]} (width x height)"
             )
+    binary = max(BINARY_MASK_VALUES) in seen_values and seen_values <= set(BINARY_MASK_VALUES)
+    if fixed is None and binary:
+        # Exactly {0, 255} (or only 255): the binary form, read as background/foreground.
+        fixed, max_value = list(BINARY_MASK_CLASSES), len(BINARY_MASK_CLASSES) - 1
+        mask_map = tuple((v, i) for i, v in enumerate(BINARY_MASK_VALUES))
     if fixed is not None:
         mask_class_names = list(fixed) if has_masks or declared is not None else []
     else:
@@ -300,6 +342,8 @@ def load_dataset(
         )
 
     mode, size = _header(records[0].image, "image")
+    if mask_map:
+        records = [replace(r, mask_map=mask_map) for r in records]
     return DatasetSpec(
         root=root.absolute(),
         name=str(meta.get("name") or root.name),
@@ -309,7 +353,33 @@ def load_dataset(
         channels=1 if mode in preprocess.GREY_MODES else 3,
         image_size=size,
         mask_kind=str(meta.get("mask_kind") or kind),
+        mask_map=mask_map,
     )
+
+
+def _mapped_class_names(values: dict[str, str]) -> list[str]:
+    """The classes named by ``mask_values``, in the order of their smallest stored value."""
+    names: list[str] = []
+    for _, name in sorted((int(k), v) for k, v in values.items()):
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _declared_mask_map(meta: dict, declared, problems: list[str], path: Path):
+    """(stored value, class index) pairs from dataset.json ``mask_values``, or ()."""
+    values = meta.get("mask_values")
+    if not values:
+        return ()
+    names = list(declared) if declared is not None else _mapped_class_names(values)
+    unknown = sorted({v for v in values.values() if v not in names})
+    if unknown:
+        problems.append(f"{path}: mask_values name classes {unknown} not in mask_classes {names}")
+        return ()
+    if len(names) >= MISSING_MASK:
+        problems.append(f"{path}: {len(names)} mask classes; at most {MISSING_MASK - 1}")
+        return ()
+    return tuple(sorted((int(k), names.index(v)) for k, v in values.items()))
 
 
 def validation_fold(

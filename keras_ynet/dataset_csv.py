@@ -4,7 +4,8 @@ A dataset folder describes itself in two small files (standard library only, no 
 are opened here)::
 
     labels.csv     id,image,mask,label,split[,extra columns...]
-    dataset.json   {"name": ..., "mask_classes": [...], "mask_kind": ...}   (optional)
+    dataset.json   {"name": ..., "mask_classes": [...], "mask_kind": ...,
+                    "mask_values": {"<stored value>": "<mask class>", ...}}   (optional)
 
 :func:`read_rows` parses labels.csv into :class:`Record` objects and collects every
 row-level problem (field count, empty or duplicate id, unknown split, empty image or
@@ -56,7 +57,12 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One row of labels.csv, with file paths made absolute."""
+    """One row of labels.csv, with file paths made absolute.
+
+    ``mask_map`` holds (stored pixel value, mask class index) pairs when the mask files
+    do not store class indices (0/255 binary masks, dataset.json ``mask_values``); empty
+    means the stored value is the class index.
+    """
 
     id: str
     image: Path
@@ -64,6 +70,7 @@ class Record:
     label: str
     split: str
     extra: dict[str, str] = field(default_factory=dict, hash=False)
+    mask_map: tuple[tuple[int, int], ...] = ()
 
 
 def read_dataset_json(root: Path, problems: list[str]) -> dict:
@@ -87,6 +94,18 @@ def read_dataset_json(root: Path, problems: list[str]) -> dict:
     ):
         problems.append(f"{path}: mask_classes must be a list of names")
         meta.pop("mask_classes")
+    values = meta.get("mask_values")
+    if values is not None:
+        ok = isinstance(values, dict) and values and all(
+            isinstance(k, str) and k.strip().isdigit() and int(k) < 256 and isinstance(v, str)
+            for k, v in values.items()
+        )
+        if not ok:
+            problems.append(
+                f"{path}: mask_values must map stored pixel values 0..255 to mask class "
+                'names, e.g. {"0": "background", "255": "lesion"}'
+            )
+            meta.pop("mask_values")
     return meta
 
 

@@ -36,7 +36,12 @@ def vcdr_values(spec: DatasetSpec, records: list[Record]) -> np.ndarray | None:
         return None
     disc, cup = names.index("disc"), names.index("cup")
     return np.array(
-        [vertical_cdr(load_mask(r.mask), disc_values=(disc, cup), cup_value=cup) for r in records]
+        [
+            np.nan  # a row without a mask has no vCDR (the gap skips it)
+            if r.mask is None
+            else vertical_cdr(load_mask(r.mask, r.mask_map), disc_values=(disc, cup), cup_value=cup)
+            for r in records
+        ]
     )
 
 

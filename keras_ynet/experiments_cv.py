@@ -78,6 +78,8 @@ def write_fold_dataset(spec: DatasetSpec, train: list[Record], held_out: list[Re
         "mask_classes": list(spec.mask_class_names),
         "mask_kind": spec.mask_kind,
     }
+    if spec.mask_map:  # the fold reads the same mask files: keep their value mapping
+        meta["mask_values"] = {str(v): spec.mask_class_names[i] for v, i in spec.mask_map}
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_ynet.dataset import MISSING_MASK
 from keras_ynet.layers import PACKAGE
 
 CIRCLE_GAMMA = 32.0
@@ -29,12 +30,17 @@ def circle_loss(labels, embeddings, gamma: float = CIRCLE_GAMMA, margin: float =
     return ops.sum(per_anchor) / ops.maximum(ops.sum(active), 1.0)
 
 
-def segmentation_loss(masks, logits):
-    """Pixel-wise softmax cross-entropy over the mask classes, mean over pixels."""
+def segmentation_loss(masks, logits, ignore_value: int = MISSING_MASK):
+    """Pixel-wise softmax cross-entropy over the mask classes, mean over the pixels that
+    have a label (pixels equal to ``ignore_value``, rows without a mask, are left out;
+    a batch with none gives 0)."""
+    masks = ops.cast(masks, "int32")
+    known = ops.not_equal(masks, ignore_value)
     per_pixel = keras.losses.sparse_categorical_crossentropy(
-        ops.cast(masks, "int32"), logits, from_logits=True
+        ops.where(known, masks, 0), logits, from_logits=True
     )
-    return ops.mean(per_pixel)
+    weight = ops.cast(known, per_pixel.dtype)
+    return ops.sum(per_pixel * weight) / ops.maximum(ops.sum(weight), 1.0)
 
 
 def classification_loss(labels, logits):

@@ -10,7 +10,8 @@ same numpy preprocessing (:func:`prepare_image`) serves code that has no TensorF
 Conventions:
 * images: float32 pixel values in [0, 255], shape (B, S, S, C); the model rescales them;
 * labels: int32 (B,) indices into ``DatasetSpec.class_names``;
-* masks: int32 (B, S, S) indices into ``DatasetSpec.mask_class_names``;
+* masks: int32 (B, S, S) indices into ``DatasetSpec.mask_class_names``; a row without a
+  mask gives :data:`~keras_ynet.dataset.MISSING_MASK` everywhere (left out of the loss);
 * images resize bilinear (antialiased when shrinking), masks nearest-neighbour only
   (interpolating labels would invent classes at boundaries);
 * grey -> RGB replicates the channel; RGB -> grey is ITU-R BT.601 luma.
@@ -25,7 +26,7 @@ import tensorflow as tf
 from PIL import Image
 
 from deploy.preprocess import prepare_image
-from keras_ynet.dataset import DatasetSpec, Record, load_image, load_mask
+from keras_ynet.dataset import MISSING_MASK, DatasetSpec, Record, load_image, load_mask
 
 MAX_ROTATION_DEG = 10.0
 SCALE_RANGE = (0.9, 1.1)
@@ -40,28 +41,30 @@ def resize_mask(mask: np.ndarray, image_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize((image_size, image_size), Image.NEAREST))
 
 
-def _require_masks(records: list[Record]) -> None:
-    missing = [r.id for r in records if r.mask is None]
-    if missing:
-        raise ValueError(f"records without a mask: {missing[:5]}; Y-Net trains on masks")
-
-
 def load_arrays(
     records: list[Record], image_size: int, channels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decodes and prepares records: uint8 images (N, S, S, C) and masks (N, S, S)."""
-    _require_masks(records)
+    """Decodes and prepares records: uint8 images (N, S, S, C) and masks (N, S, S).
+
+    A record without a mask gets a mask of :data:`~keras_ynet.dataset.MISSING_MASK`.
+    """
     images = np.empty((len(records), image_size, image_size, channels), np.uint8)
     masks = np.empty((len(records), image_size, image_size), np.uint8)
     for i, r in enumerate(records):
         images[i] = prepare_image(load_image(r.image), image_size, channels)
-        masks[i] = resize_mask(load_mask(r.mask), image_size)
+        if r.mask is None:
+            masks[i] = MISSING_MASK
+        else:
+            masks[i] = resize_mask(load_mask(r.mask, r.mask_map), image_size)
     return images, masks
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_arrays(paths: tuple, image_size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    records = [Record(str(i), image, mask, "", "train") for i, (image, mask) in enumerate(paths)]
+    records = [
+        Record(str(i), image, mask, "", "train", mask_map=mask_map)
+        for i, (image, mask, mask_map) in enumerate(paths)
+    ]
     images, masks = load_arrays(records, image_size, channels)
     images.flags.writeable = masks.flags.writeable = False  # shared between callers
     return images, masks
@@ -174,9 +177,8 @@ def make_dataset(
     """
     if not records:
         raise ValueError("make_dataset got no records")
-    _require_masks(records)
     if cache:
-        paths = tuple((r.image, r.mask) for r in records)
+        paths = tuple((r.image, r.mask, r.mask_map) for r in records)
         images, masks = _cached_arrays(paths, image_size, channels)
     else:
         images, masks = load_arrays(records, image_size, channels)

@@ -61,6 +61,11 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
 
     data_dir = Path(config.data) if config.data else default_phantom_dir(kind="fundus")
     spec = load_dataset(data_dir)
+    if not any(r.mask is not None for r in spec.split("train")) and config.variant != "no_fpn":
+        raise ValueError(
+            f"{Path(data_dir) / 'labels.csv'}: no train row has a mask, so the segmentation "
+            "branch has nothing to learn; add masks or train with --variant no_fpn"
+        )
 
     import keras
 

@@ -238,3 +238,57 @@ def test_real_datasets(name, counts, n_classes, mask_classes, channels, flip):
         (256, 256),
         flip,
     )
+
+
+# ------------------------------------------------------------ mask value forms (issue #9)
+def write_binary_dataset(root: Path, values=(0, 255), meta=None, missing_mask=()) -> Path:
+    """Four 8x8 rows whose masks hold ``values`` (top half values[1], rest values[0])."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for rid, label, split in [("a", "x", "train"), ("b", "y", "train"), ("c", "x", "test")]:
+        write_pair(root, rid)
+        mask = np.full((8, 8), values[0], np.uint8)
+        mask[:4] = values[1]
+        Image.fromarray(mask).save(root / "masks" / f"{rid}.png")
+        mask_cell = "" if rid in missing_mask else f"masks/{rid}.png"
+        rows.append(f"{rid},images/{rid}.png,{mask_cell},{label},{split},n")
+    (root / "labels.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+    if meta is not None:
+        (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_masks_of_0_and_255_read_as_background_and_foreground(tmp_path):
+    spec = load_dataset(write_binary_dataset(tmp_path / "d"))
+    assert spec.mask_class_names == ["background", "foreground"]
+    mask = load_mask(spec.records[0].mask, spec.records[0].mask_map)
+    assert mask[:4].tolist() == [[1] * 8] * 4 and mask[4:].tolist() == [[0] * 8] * 4
+
+
+def test_dataset_json_maps_stored_values_to_classes(tmp_path):
+    meta = {"mask_values": {"0": "background", "128": "lesion"}}
+    spec = load_dataset(write_binary_dataset(tmp_path / "d", (0, 128), meta))
+    assert spec.mask_class_names == ["background", "lesion"]
+    assert spec.mask_map == ((0, 0), (128, 1))
+    assert int(load_mask(spec.records[1].mask, spec.mask_map)[0, 0]) == 1
+
+
+def test_a_value_the_map_does_not_name_is_refused_naming_the_mask(tmp_path):
+    meta = {"mask_values": {"0": "background", "255": "lesion"}}
+    root = write_binary_dataset(tmp_path / "d", (0, 128), meta)
+    message = problems_of(root)
+    assert "masks/a.png: values [128] are not among the mapped values [0, 255]" in message
+
+
+def test_masks_of_0_and_200_still_look_like_intensities(tmp_path):
+    assert "look like intensities" in problems_of(write_binary_dataset(tmp_path / "d", (0, 200)))
+
+
+def test_rows_without_a_mask_load_as_missing(tmp_path):
+    from keras_ynet.dataset import MISSING_MASK
+    from keras_ynet.pipeline import load_arrays
+
+    spec = load_dataset(write_binary_dataset(tmp_path / "d", missing_mask=("b",)))
+    _, masks = load_arrays(spec.split("train"), 8, 1)
+    assert masks[0, 0, 0] == 1 and masks[0, 7, 0] == 0
+    assert (masks[1] == MISSING_MASK).all()

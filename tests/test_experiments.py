@@ -66,13 +66,15 @@ def test_fold_datasets_hold_out_each_fold_and_never_the_test_split(phantoms, tmp
     assert sorted(held_out) == sorted(r.id for r in spec.split("train"))
 
 
-def test_select_setting_takes_the_best_mean_then_fewer_epochs():
+def test_select_setting_takes_the_best_mean_then_the_earlier_candidate():
     best, rows = select_setting(
-        {(40, "alpha"): [0.5, 0.7], (20, "fixed"): [0.6, 0.6], (20, "alpha"): [0.1, 0.2]}
+        {"paper": [0.1, 0.2], "wide": [0.5, 0.7], "guided": [0.6, 0.6]},
+        {"wide": {"stem_filters": 32}},
     )
-    assert best == (20, "fixed")  # mean 0.6 ties with (40, alpha): fewer epochs wins
+    assert best == "wide"  # mean 0.6 ties with guided: the earlier entry wins
+    assert [r["candidate"] for r in rows] == ["wide", "guided", "paper"]
     assert [r["mean"] for r in rows] == pytest.approx([0.6, 0.6, 0.15])
-    assert rows[0]["std"] == 0.0
+    assert rows[1]["std"] == 0.0 and rows[0]["settings"] == {"stem_filters": 32}
 
 
 def test_settings_key_ignores_paths_and_changes_with_settings():
@@ -194,11 +196,11 @@ def test_ynet_embedding_row_reuses_the_trained_ynet_run(phantoms, tmp_path, caps
 def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     argv = ["table3", "--data", str(phantoms), "--out", str(out), "--seeds", "1"]
-    argv += ["--methods", "ynet", "no_fpn", "bits64", "--cv-folds", "2", "--cv-epochs", "1"]
-    argv += ["--cv-couplings", "alpha", *TINY_ARGS]
+    argv += ["--methods", "ynet", "no_fpn", "bits64", "--cv-folds", "2"]
+    argv += ["--cv-candidates", "ce_guided", *TINY_ARGS]
     code, printed = run_cli(argv, capsys)
     assert code == 0
-    assert "cross-validation chose 1 epochs, alpha coupling" in printed
+    assert "cross-validation chose ce_guided" in printed
     cv = json.loads((out / "cv.json").read_text())
     assert cv["folds"] == 2 and len(cv["rows"][0]["folds"]) == 2
     # ynet and bits64 have identical settings: one run serves both rows.
@@ -206,13 +208,13 @@ def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, m
     doc = json.loads((out / "table3.json").read_text())
     assert [r["name"] for r in doc["rows"]] == ["ynet", "no_fpn", "bits64"]
     assert doc["rows"][0]["runs"] == doc["rows"][2]["runs"]
-    assert doc["ynet_chosen_by_cv"] == {"epochs": 1, "coupling": "alpha"}
+    assert doc["ynet_chosen_by_cv"]["hash_head"] == "guided"
     settings = json.loads(
         next(out.glob(f"runs/{doc['rows'][1]['runs'][0]}/result.json")).read_text()
     )
-    assert (
-        settings["settings"]["variant"] == "no_fpn" and settings["settings"]["coupling"] == "alpha"
-    )
+    # The table's row settings win over the chosen candidate's.
+    assert settings["settings"]["variant"] == "no_fpn"
+    assert settings["settings"]["hash_head"] == "guided"
     assert (out / "table3_map_vs_k.png").is_file() and (out / "cv.md").is_file()
 
     forbid_training(monkeypatch)

@@ -65,3 +65,14 @@ def test_coupling_with_one_term_passes_it_through():
 def test_unknown_coupling_is_refused():
     with pytest.raises(ValueError, match="coupling"):
         losses.LossCoupling("geometric")
+
+
+def test_segmentation_loss_leaves_out_pixels_without_a_mask():
+    from keras_ynet.dataset import MISSING_MASK
+
+    # Two pixels: one labelled class 0 with logits (log 3, 0) -> p = 3/4; one without a mask.
+    logits = np.array([[[[np.log(3.0), 0.0], [5.0, -5.0]]]], np.float32)
+    masks = np.array([[[0, MISSING_MASK]]], np.int32)
+    assert float(losses.segmentation_loss(masks, logits)) == pytest.approx(-np.log(0.75), rel=1e-5)
+    none_known = np.full((1, 1, 2), MISSING_MASK, np.int32)
+    assert float(losses.segmentation_loss(none_known, logits)) == 0.0

@@ -164,3 +164,24 @@ def test_fit_bit_thresholds_by_hand():
 
 def test_model_is_registered_for_safe_mode():
     assert keras.saving.get_registered_object("keras_ynet>YNet") is YNet
+
+
+def test_plain_keras_loads_a_saved_model_after_import_keras_ynet(tmp_path):
+    """`import keras_ynet` is enough for keras.saving.load_model (issue #9, item 6)."""
+    import subprocess
+    import sys
+
+    model = YNet(**TINY, hash_head="guided", variant="no_circle")
+    save_ynet(model, tmp_path / "model.keras")
+    expected = np.asarray(model(images(1))["hash"])
+    np.save(tmp_path / "x.npy", images(1))
+    script = (
+        "import sys, keras, numpy as np, keras_ynet\n"
+        f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r})\n"
+        "assert type(m) is keras_ynet.YNet, type(m)\n"
+        f"h = np.asarray(m(np.load({str(tmp_path / 'x.npy')!r}))['hash'])\n"
+        f"np.save({str(tmp_path / 'h.npy')!r}, h)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "h.npy"), expected, atol=1e-6)
