@@ -96,9 +96,13 @@ def read_dataset_json(root: Path, problems: list[str]) -> dict:
         meta.pop("mask_classes")
     values = meta.get("mask_values")
     if values is not None:
-        ok = isinstance(values, dict) and values and all(
-            isinstance(k, str) and k.strip().isdigit() and int(k) < 256 and isinstance(v, str)
-            for k, v in values.items()
+        ok = (
+            isinstance(values, dict)
+            and values
+            and all(
+                isinstance(k, str) and k.strip().isdigit() and int(k) < 256 and isinstance(v, str)
+                for k, v in values.items()
+            )
         )
         if not ok:
             problems.append(
