@@ -41,7 +41,9 @@ TABLE2_YNET_ROWS = {
     "ynet_ce": {"variant": "no_circle"},
     "ynet_hash_from_embedding": {"hash_head": "embedding"},
 }
-TABLE2_METHODS = (*BASELINES, *TABLE2_YNET_ROWS, "ynet_embedding")
+# classifier / classifier_float: the same encoder trained with softmax cross-entropy alone,
+# by its sign codes and by its float tanh features (keras_ynet.baselines.classifier_codes).
+TABLE2_METHODS = (*BASELINES, "classifier", "classifier_float", *TABLE2_YNET_ROWS, "ynet_embedding")
 TABLE3_ROWS = {
     "ynet": {},
     "no_fpn": {"variant": "no_fpn"},

@@ -63,6 +63,18 @@ def _train_and_evaluate(run: Run, dataset_sha: str, out: Path) -> dict:
     config = dataclasses.replace(run.config, out=str(run.folder))
     if run.method == "ynet_embedding":
         return _evaluate_ynet_embedding(config, out, dataset_sha)
+    if run.method in ("classifier", "classifier_float"):
+        from keras_ynet.baselines import classifier_codes
+
+        spec = load_dataset(config.data)
+        if run.method == "classifier":
+            return classifier_codes.run_classifier(spec, config, run.folder)
+        source = plan_run("classifier", "classifier", config, out, dataset_sha)
+        if source.cached() is None:
+            raise RuntimeError(
+                f"classifier_float needs the finished classifier run {source.folder}"
+            )
+        return classifier_codes.evaluate_classifier_float(spec, config, source.folder)
     if run.method == "ynet":
         from keras_ynet.train import train
 
@@ -72,7 +84,8 @@ def _train_and_evaluate(run: Run, dataset_sha: str, out: Path) -> dict:
     from keras_ynet.baselines.runner import run_baseline
 
     spec = load_dataset(config.data)
-    shared = plan_run("classifier", "classifier", config, out, dataset_sha).folder
+    # The aggregation rows share one classification-trained encoder per seed and settings.
+    shared = plan_run("encoder", "aggregation_encoder", config, out, dataset_sha).folder
     return run_baseline(run.method, spec, config, run.folder, classifier_dir=shared)
 
 

@@ -185,3 +185,28 @@ def test_every_baseline_trains_and_evaluates_on_phantoms(tmp_path):
         else:
             assert (tmp_path / method / "network.weights.h5").is_file()
             assert 0.0 <= result["info"]["bit_balance_min"] <= result["info"]["bit_balance_max"]
+
+
+@pytest.mark.slow
+def test_classifier_row_codes_are_the_signs_of_its_float_row(tmp_path):
+    """`classifier` (sign codes) and `classifier_float` (tanh values) are one network."""
+    from keras_ynet.baselines import classifier_codes
+    from keras_ynet.evaluate import evaluate_bits
+    from keras_ynet.metrics import hamming_ranking
+
+    spec = make_phantoms(tmp_path / "ph", n_per_class=8, image_size=64, seed=0)
+    config = RunConfig(data=str(tmp_path / "ph"), bits=32, **TINY_CONFIG)
+    coded = classifier_codes.run_classifier(spec, config, tmp_path / "classifier")
+    assert coded["descriptor"] == {"kind": "hash", "dim": 32}
+    floated = classifier_codes.evaluate_classifier_float(spec, config, tmp_path / "classifier")
+    assert floated["descriptor"] == {"kind": "float", "dim": 32}
+    # Reload the stored weights: the signs of the float row re-create the coded report.
+    train_net, code_net = classifier_codes._networks(spec, config)
+    train_net.load_weights(tmp_path / "classifier" / classifier_codes.WEIGHTS_FILE)
+    q, d = classifier_codes._split_values(code_net, spec, config)
+    q_bits, d_bits = (q > 0).astype(np.uint8), (d > 0).astype(np.uint8)
+    again = evaluate_bits(spec, spec.split("test"), q_bits, spec.split("train"), d_bits)
+    assert again.map == coded["report"].map
+    assert hamming_ranking(q_bits, d_bits).shape == (len(q), len(d))
+    with pytest.raises(RuntimeError, match="needs the finished classifier run"):
+        classifier_codes.evaluate_classifier_float(spec, config, tmp_path / "nothing")
