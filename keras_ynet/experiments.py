@@ -28,7 +28,12 @@ from deploy.atomic import atomic_write_text
 from deploy.errors import error_line
 from keras_ynet.baselines import BASELINES
 from keras_ynet.experiments_runs import execute, plan_run
-from keras_ynet.run_config import HASH_HEADS, RunConfig, add_augment_argument
+from keras_ynet.run_config import (
+    RunConfig,
+    add_run_arguments,
+    check_run_settings,
+    config_from_args,
+)
 from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
 # Y-Net rows of Table II, as settings over the shared base (the same runs as the Table III
@@ -198,28 +203,12 @@ def run_table(table: str, args) -> int:
 
 
 def base_config(args) -> RunConfig:
-    """The run settings every method of the table shares."""
-    d = RunConfig()
-    return RunConfig(
-        data=str(Path(args.data).resolve()),
-        epochs=args.epochs,
-        train_steps=args.train_steps,
-        batch_size=args.batch_size,
-        image_size=args.image_size or d.image_size,
-        bits=args.bits,
-        hash_head=args.hash_head,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        val_fraction=args.val_fraction,
-        augment=args.augment,
-        stem_filters=args.stem_filters,
-        stage_widths=tuple(args.stage_widths),
-        stage_blocks=tuple(args.stage_blocks),
-    )
+    """The run settings every method of the table shares (the flags given, else the
+    defaults of :class:`RunConfig`)."""
+    return config_from_args(args, data=str(Path(args.data).resolve()))
 
 
 def parse_args(argv=None):
-    d = RunConfig()
     p = argparse.ArgumentParser(
         prog="python -m keras_ynet.experiments",
         description=__doc__,
@@ -232,23 +221,8 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="experiment folder (tables, plot, runs/)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default 3)")
     p.add_argument("--methods", nargs="+", help="rows to run (default: all of the table)")
-    p.add_argument(
-        "--epochs", type=int, help=f"default: enough for {d.train_steps} optimiser steps"
-    )
-    p.add_argument(
-        "--train-steps", type=int, default=d.train_steps, help="step budget when --epochs is unset"
-    )
-    p.add_argument("--image-size", type=int, help=f"default {d.image_size}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--bits", type=int, default=d.bits, choices=(32, 64, 128, 256))
-    p.add_argument("--hash-head", default=d.hash_head, choices=HASH_HEADS)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    add_augment_argument(p)
-    p.add_argument("--stem-filters", type=int, default=d.stem_filters)
-    p.add_argument("--stage-widths", type=int, nargs="+", default=list(d.stage_widths))
-    p.add_argument("--stage-blocks", type=int, nargs="+", default=list(d.stage_blocks))
+    # Every run setting but the per-run ones (data, out and seed are set per run).
+    add_run_arguments(p, exclude=("data", "out", "seed"))
     p.add_argument(
         "--cv-folds", type=int, default=0,
         help="choose Y-Net's settings by K-fold CV on the train split first (e.g. 3)",
@@ -275,6 +249,8 @@ def parse_args(argv=None):
         p.error("--seeds must be >= 1 and --cv-folds 0 (off) or >= 2")
     if args.table == "cv" and not args.cv_folds:
         p.error("cv needs --cv-folds K (K >= 2)")
+    for problem in check_run_settings(config_from_args(args)):
+        p.error(problem)
     return args
 
 

@@ -11,10 +11,10 @@ from keras import ops
 
 from keras_ynet.dataset import MISSING_MASK
 from keras_ynet.layers import PACKAGE
+from keras_ynet.run_config import COUPLINGS
 
 CIRCLE_GAMMA = 32.0
 CIRCLE_MARGIN = 0.25
-COUPLINGS = ("alpha", "uncertainty", "fixed")
 
 
 def circle_loss(labels, embeddings, gamma: float = CIRCLE_GAMMA, margin: float = CIRCLE_MARGIN):

@@ -15,9 +15,8 @@ from keras_ynet import losses
 from keras_ynet.backbone import resnet_backbone
 from keras_ynet.hash_head import GUIDED_HEADS, HASH_HEADS, TRAINED_HEADS, build_hash_head
 from keras_ynet.layers import PACKAGE, RMACPooling
+from keras_ynet.run_config import VALID_BITS, VARIANTS
 
-VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
-VALID_BITS = (32, 64, 128, 256)
 OUTPUTS = ("embedding", "mask", "hash")
 
 

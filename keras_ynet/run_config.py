@@ -1,4 +1,11 @@
-"""Run settings: a dataclass written as JSON next to every trained model."""
+"""Run settings: a dataclass written as JSON next to every trained model.
+
+:class:`RunConfig` is the one declaration of a training run's settings: its fields carry
+their help text and choices, and :func:`add_run_arguments` turns them into the flags of
+``python -m keras_ynet.train`` and ``python -m keras_ynet.experiments``, so a new setting
+is added here and nowhere else. The names of the model's options live here too (no
+TensorFlow is imported), and :mod:`keras_ynet.model` checks its arguments against them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,22 @@ import dataclasses
 import json
 from pathlib import Path
 
-# The hash heads (keras_ynet.hash_head), named here so the command lines can offer them
-# without importing TensorFlow.
+from deploy.contract import VALID_BITS
+
+# The model's options, named once (keras_ynet.model, keras_ynet.losses and
+# keras_ynet.hash_head import them from here).
+VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
+COUPLINGS = ("alpha", "uncertainty", "fixed")
 HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided")
+# Keys of run_config.json that record the run rather than set it (written by training).
+RECORD_KEYS = ("dataset",)
+
+
+def _setting(default, help: str, choices=None, flag: bool = True, **kwargs):
+    meta = {"help": help, "choices": choices, "flag": flag}
+    if isinstance(default, list | tuple | dict):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta, **kwargs)
+    return dataclasses.field(default=default, metadata=meta, **kwargs)
 
 
 @dataclasses.dataclass
@@ -25,7 +45,8 @@ class RunConfig:
         batch_size: images per step.
         image_size: side of the square model input, in pixels.
         bits: hash length.
-        variant: ``ynet`` or an ablation.
+        variant: ``ynet`` (circle loss on the R-MAC branch, the paper) or an ablation;
+            ``no_circle`` puts softmax cross-entropy in place of circle loss.
         coupling: ``alpha``, ``uncertainty`` or ``fixed``.
         coupling_weights: (w_cls, w_seg) for ``fixed``.
         hash_head: one of :data:`HASH_HEADS` (see :mod:`keras_ynet.hash_head`).
@@ -37,43 +58,53 @@ class RunConfig:
         stem_filters, stage_widths, stage_blocks: encoder widths.
     """
 
-    data: str | None = None
-    out: str = "runs/default"
-    epochs: int | None = None
-    train_steps: int = 1800
-    batch_size: int = 16
-    image_size: int = 128
-    bits: int = 64
-    variant: str = "ynet"
-    coupling: str = "uncertainty"
-    coupling_weights: tuple[float, float] = (1.0, 1.0)
-    hash_head: str = "trained"
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.1
-    seed: int = 0
-    augment: bool = False
-    stem_filters: int = 16
-    stage_widths: tuple[int, ...] = (8, 16, 32, 64)
-    stage_blocks: tuple[int, ...] = (2, 2, 2, 2)
+    data: str | None = _setting(None, "dataset folder with labels.csv (default: phantoms)")
+    out: str = _setting("runs/default", "run folder")
+    epochs: int | None = _setting(None, "passes over the data (default: --train-steps)")
+    train_steps: int = _setting(1800, "optimiser steps when --epochs is not given")
+    batch_size: int = _setting(16, "images per optimiser step")
+    image_size: int = _setting(128, "side of the square model input (a multiple of 32)")
+    bits: int = _setting(64, "hash length", VALID_BITS)
+    variant: str = _setting("ynet", "the paper's Y-Net or an ablation", VARIANTS)
+    coupling: str = _setting("uncertainty", "how the two guidance losses are weighted", COUPLINGS)
+    coupling_weights: tuple[float, float] = _setting(
+        (1.0, 1.0), "(W_CLS, W_SEG) for --coupling fixed"
+    )
+    hash_head: str = _setting("trained", "how bits are read (keras_ynet.hash_head)", HASH_HEADS)
+    learning_rate: float = _setting(2e-3, "AdamW peak learning rate (cosine decay)")
+    weight_decay: float = _setting(1e-4, "AdamW weight decay")
+    val_fraction: float = _setting(0.1, "share of the train split held out for checkpoints")
+    seed: int = _setting(0, "seeds weights, validation fold, shuffling, augmentation")
+    augment: bool = _setting(
+        False, "flips (where masks allow), small rotation/scale, brightness/contrast"
+    )
+    stem_filters: int = _setting(16, "filters of the 7x7 stem convolution")
+    stage_widths: tuple[int, ...] = _setting((8, 16, 32, 64), "bottleneck widths per stage")
+    stage_blocks: tuple[int, ...] = _setting((2, 2, 2, 2), "bottleneck blocks per stage")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
+        """Settings from JSON; the record keys training adds (:data:`RECORD_KEYS`) are
+        skipped, any other unknown key is an error."""
         raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("expected a JSON object of run settings")
+        raw = {k: v for k, v in raw.items() if k not in RECORD_KEYS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown run settings: {unknown}")
-        for name in ("coupling_weights", "stage_widths", "stage_blocks"):
-            if name in raw:
-                raw[name] = tuple(raw[name])
+        for f in dataclasses.fields(cls):
+            if f.name in raw and isinstance(raw[f.name], list):
+                raw[f.name] = tuple(raw[f.name])
         return cls(**raw)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        """Reads a run folder's run_config.json (or any file of settings)."""
         path = Path(path)
         try:
             return cls.from_json(path.read_text())
@@ -81,12 +112,72 @@ class RunConfig:
             raise ValueError(f"{path}: cannot read run config: {e}") from None
 
 
-def add_augment_argument(parser: argparse.ArgumentParser) -> None:
-    """``--augment/--no-augment``, shared by the training and experiment commands."""
-    parser.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=RunConfig.augment,
-        help="flips (where masks allow), small rotation/scale, brightness/contrast; off by "
-        "default: measured no gain on rimone_dl and a loss on jsrt (docs/results.md)",
-    )
+def add_run_arguments(parser: argparse.ArgumentParser, exclude=()) -> None:
+    """Adds a ``--kebab-case`` flag for every :class:`RunConfig` field not in ``exclude``.
+
+    Every flag defaults to None ("not given"), so :func:`config_from_args` can tell a
+    given value from a default; the help shows the default.
+    """
+    for f in dataclasses.fields(RunConfig):
+        if f.name in exclude:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {_shown(default)})"
+        kwargs = {"default": None, "help": help_text, "dest": f.name}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            kwargs.update(nargs=len(default) if f.name == "coupling_weights" else "+")
+            kwargs["type"] = type(default[0])
+        else:
+            kwargs["type"] = _field_type(f.name, default)
+        parser.add_argument(flag, **kwargs)
+
+
+def _field_type(name: str, default):
+    if default is not None:
+        return type(default)
+    return {"epochs": int}.get(name, str)
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
+    """A RunConfig from parsed flags: given flags, then ``overrides`` for the flags not
+    given, then the dataclass defaults."""
+    values = {}
+    for f in dataclasses.fields(RunConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = tuple(given) if isinstance(given, list) else given
+        elif f.name in overrides:
+            values[f.name] = overrides[f.name]
+    return RunConfig(**values)
+
+
+def check_run_settings(config: RunConfig) -> list[str]:
+    """Problems with values argparse cannot check (ranges, shapes), one line each."""
+    problems = []
+    if (config.epochs is not None and config.epochs < 1) or config.batch_size < 1:
+        problems.append("--epochs and --batch-size must be >= 1")
+    if config.train_steps < 1:
+        problems.append("--train-steps must be >= 1")
+    if config.image_size < 32 or config.image_size % 32:
+        problems.append(
+            f"--image-size must be a positive multiple of 32 (the encoder's stride), "
+            f"got {config.image_size}"
+        )
+    if not 0.0 < config.val_fraction < 1.0:
+        problems.append(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
+    if not config.learning_rate > 0 or not config.weight_decay >= 0:
+        problems.append("--learning-rate must be > 0 and --weight-decay >= 0")
+    if len(config.stage_widths) != len(config.stage_blocks):
+        problems.append("--stage-widths and --stage-blocks need the same number of values")
+    return problems

@@ -21,7 +21,12 @@ import time
 from pathlib import Path
 
 from deploy.errors import error_line
-from keras_ynet.run_config import HASH_HEADS, RunConfig, add_augment_argument
+from keras_ynet.run_config import (
+    RunConfig,
+    add_run_arguments,
+    check_run_settings,
+    config_from_args,
+)
 
 
 def dataset_fingerprint(root: Path) -> str:
@@ -155,78 +160,28 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
 
 
 def parse_args(argv=None) -> tuple[RunConfig, bool]:
-    """The run settings and ``--debug``; bad values exit with a usage error (status 2)."""
-    d = RunConfig()
+    """The run settings and ``--debug``; bad values exit with a usage error (status 2).
+
+    Every flag but ``--debug`` comes from :class:`RunConfig`
+    (:func:`keras_ynet.run_config.add_run_arguments`).
+    """
     p = argparse.ArgumentParser(
         prog="python -m keras_ynet.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", help="dataset folder with labels.csv (default: built-in phantoms)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<variant>)")
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help=f"default: enough for {d.train_steps} optimiser steps ({PHANTOM_EPOCHS} on phantoms)",
-    )
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help=f"side of the square model input (default {d.image_size})",
-    )
-    p.add_argument("--bits", type=int, default=d.bits, choices=(32, 64, 128, 256))
-    p.add_argument(
-        "--variant", default=d.variant, choices=("ynet", "no_fpn", "no_rmac", "no_circle")
-    )
-    p.add_argument("--coupling", default=d.coupling, choices=("alpha", "uncertainty", "fixed"))
-    p.add_argument(
-        "--coupling-weights",
-        type=float,
-        nargs=2,
-        default=d.coupling_weights,
-        metavar=("W_CLS", "W_SEG"),
-        help="weights for --coupling fixed",
-    )
-    p.add_argument("--hash-head", default=d.hash_head, choices=HASH_HEADS)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--seed", type=int, default=d.seed)
-    add_augment_argument(p)
+    add_run_arguments(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     a = p.parse_args(argv)
-    if (a.epochs is not None and a.epochs < 1) or a.batch_size < 1:
-        p.error("--epochs and --batch-size must be >= 1")
-    if a.image_size is not None and (a.image_size < 32 or a.image_size % 32):
-        p.error(
-            f"--image-size must be a positive multiple of 32 (the encoder's stride), got {a.image_size}"
-        )
-    if not 0.0 < a.val_fraction < 1.0:
-        p.error(f"--val-fraction must be in (0, 1), got {a.val_fraction}")
-    if not a.learning_rate > 0 or not a.weight_decay >= 0:
-        p.error("--learning-rate must be > 0 and --weight-decay >= 0")
     phantoms = a.data is None
     name = "phantoms" if phantoms else Path(a.data).name
-    config = RunConfig(
-        data=a.data,
-        out=a.out or f"runs/{name}-{a.variant}",
-        epochs=a.epochs or (PHANTOM_EPOCHS if phantoms else None),
-        batch_size=a.batch_size,
-        image_size=a.image_size or d.image_size,
-        bits=a.bits,
-        variant=a.variant,
-        coupling=a.coupling,
-        coupling_weights=tuple(a.coupling_weights),
-        hash_head=a.hash_head,
-        learning_rate=a.learning_rate,
-        weight_decay=a.weight_decay,
-        val_fraction=a.val_fraction,
-        seed=a.seed,
-        augment=a.augment,
+    config = config_from_args(
+        a,
+        out=f"runs/{name}-{a.variant or RunConfig.variant}",
+        epochs=PHANTOM_EPOCHS if phantoms else None,
     )
+    for problem in check_run_settings(config):
+        p.error(problem)
     return config, a.debug
 
 
