@@ -35,3 +35,41 @@ def error_line(err: BaseException) -> str:
     if not isinstance(err, ValueError | OSError | RuntimeError):
         message = f"{type(err).__name__}: {message} (rerun with --debug)"
     return message or type(err).__name__
+
+
+def run_command(work, debug: bool, interrupted: str = "interrupted") -> int:
+    """Runs a command line's ``work()`` under the one-line error contract.
+
+    Every command line of the project ends through here, so they agree on what a
+    failure looks like: an exception prints ``error: <error_line>`` on stderr and gives
+    exit status 1; Ctrl-C prints ``error: <interrupted>`` and gives 130; ``debug``
+    re-raises instead (the traceback). TensorFlow's C++ log noise is silenced unless
+    ``debug`` (set before TensorFlow is imported; the device never imports it).
+
+    Args:
+        work: a callable taking no arguments; its return value (None = 0) is the exit
+            status on success.
+        debug: show tracebacks instead of the one-line errors.
+        interrupted: what to say on Ctrl-C (e.g. "interrupted; nothing was written").
+
+    Returns:
+        The exit status.
+    """
+    import os
+    import sys
+
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        status = work()
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for the user; --debug shows the traceback
+        if debug:
+            raise
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return 1
+    return 0 if status is None else int(status)

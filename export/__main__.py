@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from deploy.errors import error_line
+from deploy.errors import run_command
 
 
 def parse_args(argv):
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.debug:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
-    try:
+
+    def work():
         from export.exporter import export_encoder
 
         report = export_encoder(
@@ -60,18 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             calibration_images=args.calibration_images,
             log=lambda line: print(line, flush=True),  # stderr is for warnings and errors
         )
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except Exception as e:  # one line for the user; --debug shows the traceback
-        if args.debug:
-            raise
-        print(f"error: {error_line(e)}", file=sys.stderr)
-        return 1
-    print_summary(report)
-    return 0
+        print_summary(report)
+
+    return run_command(work, args.debug, "interrupted; nothing was written")
 
 
 def print_summary(report: dict) -> None:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from deploy.atomic import atomic_write_text
-from deploy.errors import error_line
+from deploy.errors import run_command
 from keras_ynet.dataset import DatasetSpec, Record, load_dataset, load_mask
 from keras_ynet.metrics import hamming_ranking
 from keras_ynet.retrieval_report import RetrievalReport, evaluate_ranking, vertical_cdr
@@ -115,27 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
-    try:
-        if args.json and not Path(args.json).absolute().parent.is_dir():
-            raise FileNotFoundError(f"--json {args.json}: its folder does not exist")
-        spec = load_dataset(args.data)  # before the model: a bad folder fails at once
-        from keras_ynet.saving import load_ynet
+    return run_command(lambda: _evaluate_command(args), args.debug)
 
-        model = load_ynet(args.model)
-        report = evaluate_model(model, spec, args.batch_size)
-        if args.json:
-            atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # one line for the user; --debug shows the traceback
-        if args.debug:
-            raise
-        print(f"error: {error_line(e)}", file=sys.stderr)
-        return 1
+
+def _evaluate_command(args) -> None:
+    if args.json and not Path(args.json).absolute().parent.is_dir():
+        raise FileNotFoundError(f"--json {args.json}: its folder does not exist")
+    spec = load_dataset(args.data)  # before the model: a bad folder fails at once
+    from keras_ynet.saving import load_ynet
+
+    model = load_ynet(args.model)
+    report = evaluate_model(model, spec, args.batch_size)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
     print(
         f"# Retrieval on {spec.name}: {len(spec.split('test'))} queries (test) against "
         f"{len(spec.split('train'))} database images (train), {model.bits} bits\n"
@@ -143,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     print(report.to_markdown())
     if args.json:
         print(f"\nwrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

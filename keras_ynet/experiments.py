@@ -5,7 +5,7 @@ Usage:
     python -m keras_ynet.experiments table3 --data ../shared/data/jsrt --out results/jsrt \\
         --seeds 3 --epochs 40 --image-size 256
     python -m keras_ynet.experiments table2 --data DIR --out OUT --methods crow dpsh ynet
-    python -m keras_ynet.experiments table2 --data DIR --out OUT --cv-folds 5 --cv-epochs 20 40
+    python -m keras_ynet.experiments cv --data DIR --out OUT --cv-folds 3 --train-steps 600
 
 Every method trains on the same split with the same settings and is evaluated the same
 way (queries = test split, database = train split). Writes OUT/<table>.md, .csv, .json
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from deploy.atomic import atomic_write_text
-from deploy.errors import error_line
+from deploy.errors import run_command
 from keras_ynet.baselines import BASELINES
 from keras_ynet.experiments_runs import execute, plan_run
 from keras_ynet.run_config import (
@@ -256,13 +256,7 @@ def parse_args(argv=None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run_table(args.table, args)
-    except (OSError, ValueError, RuntimeError) as e:
-        if args.debug:
-            raise
-        print(f"error: {error_line(e)}", file=sys.stderr)
-        return 1
+    return run_command(lambda: run_table(args.table, args), args.debug)
 
 
 if __name__ == "__main__":

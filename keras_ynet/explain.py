@@ -15,7 +15,6 @@ traceback).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deploy import report
-from deploy.errors import error_line
+from deploy.errors import run_command
 from deploy.preprocess import prepare_image
 from keras_ynet.dataset import DatasetError, load_dataset, load_image
 from keras_ynet.hash_head import model_hash_grid
@@ -130,21 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
-    try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+
+    def work():
         written = explain(
             args.model, args.image, args.data, args.out, args.sheet, args.split, args.k,
             args.batch_size, log=lambda m: print(m, file=sys.stderr),
         )  # fmt: skip
-    except (OSError, ValueError) as err:
-        if args.debug:
-            raise
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return 1
-    print(f"wrote {' and '.join(map(str, written))}")
-    return 0
+        print(f"wrote {' and '.join(map(str, written))}")
+
+    return run_command(work, args.debug)
 
 
 if __name__ == "__main__":

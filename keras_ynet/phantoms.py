@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from deploy.errors import run_command
 from keras_ynet.dataset import CHEST_MASK_CLASSES, FUNDUS_MASK_CLASSES, DatasetSpec, load_dataset
 from keras_ynet.retrieval_report import vertical_cdr
 
@@ -285,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-per-class", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    try:
+
+    def work():
         if args.out is None:
             out = default_phantom_dir(args.kind, args.image_size, args.seed, args.n_per_class)
             spec = load_dataset(out, check_files=False, scan_masks=False)
@@ -294,12 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             spec = make_phantoms(
                 args.out, args.n_per_class, args.image_size, args.seed, args.kind, progress=True
             )
-    except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    counts = {s: len(spec.split(s)) for s in ("train", "test")}
-    print(f"{spec.root}: {len(spec.records)} images, {counts}, classes {spec.class_names}")
-    return 0
+        counts = {s: len(spec.split(s)) for s in ("train", "test")}
+        print(f"{spec.root}: {len(spec.records)} images, {counts}, classes {spec.class_names}")
+
+    return run_command(work, args.debug)
 
 
 if __name__ == "__main__":

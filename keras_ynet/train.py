@@ -15,12 +15,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from deploy.errors import error_line
+from deploy.errors import run_command
 from keras_ynet.run_config import (
     RunConfig,
     add_run_arguments,
@@ -191,20 +190,11 @@ PHANTOM_EPOCHS = 15
 def main(argv: list[str] | None = None) -> int:
     """Trains; returns 0, or 1 after one ``error: ...`` line (``--debug``: the traceback)."""
     config, debug = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
-    try:
+
+    def work():
         train(config, verbose=1 if sys.stdout.isatty() else 2)
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # one line for the user; --debug shows the traceback
-        if debug:
-            raise
-        print(f"error: {error_line(e)}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command(work, debug)
 
 
 if __name__ == "__main__":

@@ -228,3 +228,25 @@ def test_export_killed_halfway_keeps_previous_export(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in art.iterdir()} == before
     np.testing.assert_array_equal(Encoder.open(art / "encoder.onnx").encode_file(query), expected)
     assert sorted(os.listdir(tmp_path)) == ["art", "data", "model.keras", "query.png"]
+
+
+# ------------------------------------------------------------ the one way a command ends
+def test_run_command_turns_failures_into_one_line_and_a_status(capsys):
+    from deploy.errors import run_command
+
+    assert run_command(lambda: None, debug=False) == 0
+    assert run_command(lambda: 3, debug=False) == 3
+
+    def fails():
+        raise ValueError("labels.csv line 3:\n  empty id")
+
+    assert run_command(fails, debug=False) == 1
+    assert capsys.readouterr().err == "error: labels.csv line 3: empty id\n"
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_command(interrupted, debug=False, interrupted="stopped; nothing written") == 130
+    assert capsys.readouterr().err == "error: stopped; nothing written\n"
+    with pytest.raises(ValueError, match="empty id"):
+        run_command(fails, debug=True)
