@@ -29,6 +29,7 @@ from deploy.errors import run_command
 from keras_ynet.baselines import BASELINES
 from keras_ynet.experiments_runs import execute, plan_run
 from keras_ynet.run_config import (
+    PRESETS,
     RunConfig,
     add_run_arguments,
     check_run_settings,
@@ -37,47 +38,38 @@ from keras_ynet.run_config import (
 from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
 # Y-Net rows of Table II, as settings over the shared base (the same runs as the Table III
-# rows of those settings): the paper's Y-Net, and the two fixes measured in
-# docs/results.md (cross-entropy guidance instead of circle loss; the hash read from the
-# embedding). ynet_embedding: the float R-MAC embedding of the ynet run, by cosine (float
-# rows are compared with float rows; it trains nothing).
+# rows of those settings): the default Y-Net (chosen by cross-validation, docs/results.md)
+# and the paper's. ynet_embedding: the float R-MAC embedding of the ynet run, by cosine
+# (float rows are compared with float rows; it trains nothing).
 TABLE2_YNET_ROWS = {
     "ynet": {},
-    "ynet_ce": {"variant": "no_circle"},
-    "ynet_hash_from_embedding": {"hash_head": "embedding"},
+    "ynet_paper": dict(PRESETS["paper"]),
 }
 # classifier / classifier_float: the same encoder trained with softmax cross-entropy alone,
 # by its sign codes and by its float tanh features (keras_ynet.baselines.classifier_codes).
 TABLE2_METHODS = (*BASELINES, "classifier", "classifier_float", *TABLE2_YNET_ROWS, "ynet_embedding")
+# Ablations of the default Y-Net (``ynet``): each changes one thing.
 TABLE3_ROWS = {
     "ynet": {},
-    "no_fpn": {"variant": "no_fpn"},
+    "paper": dict(PRESETS["paper"]),
+    # Without segmentation guidance: the FPN loss weighted 0 (the branch still runs).
+    "no_seg": {"coupling": "fixed", "coupling_weights": (1.0, 0.0)},
+    # Without classification guidance (the R-MAC branch trains nothing).
     "no_rmac": {"variant": "no_rmac"},
-    "no_circle": {"variant": "no_circle"},
+    # Circle loss instead of cross-entropy as the classification guidance.
+    "circle": {"variant": "ynet"},
     "coupling_alpha": {"coupling": "alpha"},
-    "coupling_uncertainty": {"coupling": "uncertainty"},
     "coupling_fixed": {"coupling": "fixed"},
     "bits32": {"bits": 32},
     "bits64": {"bits": 64},
     "bits128": {"bits": 128},
     "bits256": {"bits": 256},
-    # Ours: the hash read from the R-MAC embedding instead of the core node grid.
-    "hash_from_embedding": {"hash_head": "embedding"},
+    # The hash read from the core-node grid (the paper's head, trained) instead.
+    "grid_head": {"hash_head": "trained"},
 }
-# Candidates of the cross-validated choice of the default (``--cv-folds``): named run
-# settings, each naming every setting it is about, so a later change of the defaults
-# does not change what a stored candidate run means. Ties go to the earlier entry.
-WIDE = {"stem_filters": 32, "stage_widths": (16, 32, 64, 128)}
-NARROW = {"stem_filters": 16, "stage_widths": (8, 16, 32, 64)}
-CV_CANDIDATES = {
-    "paper": {"variant": "ynet", "hash_head": "trained", "augment": False, **NARROW},
-    "ce_grid": {"variant": "no_circle", "hash_head": "trained", "augment": False, **NARROW},
-    "ce_embedding": {"variant": "no_circle", "hash_head": "embedding", "augment": False, **NARROW},
-    "ce_guided": {"variant": "no_circle", "hash_head": "guided", "augment": False, **NARROW},
-    "circle_guided": {"variant": "ynet", "hash_head": "guided", "augment": False, **NARROW},
-    "ce_guided_augment": {"variant": "no_circle", "hash_head": "guided", "augment": True, **NARROW},
-    "ce_guided_wide": {"variant": "no_circle", "hash_head": "guided", "augment": False, **WIDE},
-}
+# Candidates of the cross-validated choice of the default (``--cv-folds``): the presets
+# of keras_ynet.run_config. Ties go to the earlier entry.
+CV_CANDIDATES = PRESETS
 TITLES = {
     "table2": "Table II: baselines and Y-Net on one split",
     "table3": "Table III: Y-Net ablations on one split",

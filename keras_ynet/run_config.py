@@ -21,6 +21,26 @@ from deploy.contract import VALID_BITS
 VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
 COUPLINGS = ("alpha", "uncertainty", "fixed")
 HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided")
+# Named sets of settings (``--preset NAME``), also the candidates of the cross-validated
+# choice of the default (``python -m keras_ynet.experiments cv``). Each names every
+# setting it is about, so a later change of the defaults does not change what a preset
+# (or a stored run of it) means. ``paper`` is the paper's Y-Net as built here.
+_NARROW = {"stem_filters": 16, "stage_widths": (8, 16, 32, 64)}
+_WIDE = {"stem_filters": 32, "stage_widths": (16, 32, 64, 128)}
+PRESETS = {
+    "paper": {"variant": "ynet", "hash_head": "trained", "augment": False, **_NARROW},
+    "ce_grid": {"variant": "no_circle", "hash_head": "trained", "augment": False, **_NARROW},
+    "ce_embedding": {"variant": "no_circle", "hash_head": "embedding", "augment": False, **_NARROW},
+    "ce_guided": {"variant": "no_circle", "hash_head": "guided", "augment": False, **_NARROW},
+    "circle_guided": {"variant": "ynet", "hash_head": "guided", "augment": False, **_NARROW},
+    "ce_guided_augment": {
+        "variant": "no_circle",
+        "hash_head": "guided",
+        "augment": True,
+        **_NARROW,
+    },
+    "ce_guided_wide": {"variant": "no_circle", "hash_head": "guided", "augment": False, **_WIDE},
+}
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)
 
@@ -116,8 +136,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, exclude=()) -> None:
     """Adds a ``--kebab-case`` flag for every :class:`RunConfig` field not in ``exclude``.
 
     Every flag defaults to None ("not given"), so :func:`config_from_args` can tell a
-    given value from a default; the help shows the default.
+    given value from a default; the help shows the default. ``--preset NAME`` applies
+    one of :data:`PRESETS` under the flags given.
     """
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None,
+        help="a named set of settings (e.g. paper: the paper's Y-Net); flags given win",
+    )  # fmt: skip
     for f in dataclasses.fields(RunConfig):
         if f.name in exclude:
             continue
@@ -150,8 +175,10 @@ def _shown(value) -> str:
 
 
 def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
-    """A RunConfig from parsed flags: given flags, then ``overrides`` for the flags not
-    given, then the dataclass defaults."""
+    """A RunConfig from parsed flags: given flags, then the ``--preset``, then
+    ``overrides`` for the flags not given, then the dataclass defaults."""
+    preset = PRESETS.get(getattr(args, "preset", None) or "", {})
+    overrides = {**overrides, **preset}
     values = {}
     for f in dataclasses.fields(RunConfig):
         given = getattr(args, f.name, None)

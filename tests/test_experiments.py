@@ -196,7 +196,7 @@ def test_ynet_embedding_row_reuses_the_trained_ynet_run(phantoms, tmp_path, caps
 def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     argv = ["table3", "--data", str(phantoms), "--out", str(out), "--seeds", "1"]
-    argv += ["--methods", "ynet", "no_fpn", "bits64", "--cv-folds", "2"]
+    argv += ["--methods", "ynet", "no_seg", "bits64", "--cv-folds", "2"]
     argv += ["--cv-candidates", "ce_guided", *TINY_ARGS]
     code, printed = run_cli(argv, capsys)
     assert code == 0
@@ -206,14 +206,14 @@ def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, m
     # ynet and bits64 have identical settings: one run serves both rows.
     assert "ynet = bits64 (seed 0): training" in printed
     doc = json.loads((out / "table3.json").read_text())
-    assert [r["name"] for r in doc["rows"]] == ["ynet", "no_fpn", "bits64"]
+    assert [r["name"] for r in doc["rows"]] == ["ynet", "no_seg", "bits64"]
     assert doc["rows"][0]["runs"] == doc["rows"][2]["runs"]
     assert doc["ynet_chosen_by_cv"]["hash_head"] == "guided"
     settings = json.loads(
         next(out.glob(f"runs/{doc['rows'][1]['runs'][0]}/result.json")).read_text()
     )
     # The table's row settings win over the chosen candidate's.
-    assert settings["settings"]["variant"] == "no_fpn"
+    assert settings["settings"]["coupling_weights"] == [1.0, 0.0]
     assert settings["settings"]["hash_head"] == "guided"
     assert (out / "table3_map_vs_k.png").is_file() and (out / "cv.md").is_file()
 
