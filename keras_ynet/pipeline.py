@@ -20,6 +20,7 @@ Conventions:
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -47,27 +48,44 @@ def load_arrays(
     """Decodes and prepares records: uint8 images (N, S, S, C) and masks (N, S, S).
 
     A record without a mask gets a mask of :data:`~keras_ynet.dataset.MISSING_MASK`.
+    Each file is decoded and resized once per process and size (:func:`_prepared`):
+    training, checkpoint scoring, threshold fitting and evaluation all read the same
+    images, so they share the work.
     """
     images = np.empty((len(records), image_size, image_size, channels), np.uint8)
     masks = np.empty((len(records), image_size, image_size), np.uint8)
     for i, r in enumerate(records):
-        images[i] = prepare_image(load_image(r.image), image_size, channels)
+        images[i] = _prepared(*_file_key(r.image), image_size, channels)
         if r.mask is None:
             masks[i] = MISSING_MASK
         else:
-            masks[i] = resize_mask(load_mask(r.mask, r.mask_map), image_size)
+            masks[i] = _prepared_mask(*_file_key(r.mask), r.mask_map, image_size)
     return images, masks
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_arrays(paths: tuple, image_size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    records = [
-        Record(str(i), image, mask, "", "train", mask_map=mask_map)
-        for i, (image, mask, mask_map) in enumerate(paths)
-    ]
-    images, masks = load_arrays(records, image_size, channels)
-    images.flags.writeable = masks.flags.writeable = False  # shared between callers
-    return images, masks
+def _file_key(path) -> tuple[str, int, int]:
+    """(path, size, mtime): a file edited while the process runs is decoded again."""
+    stat = Path(path).stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+# A few thousand prepared images: all of a dataset of this project's size at 256 px is
+# under 0.5 GB; a larger one is decoded again past the limit, never held whole.
+CACHED_FILES = 2048
+
+
+@functools.lru_cache(maxsize=CACHED_FILES)
+def _prepared(path: str, _size: int, _mtime: int, image_size: int, channels: int):
+    image = prepare_image(load_image(path), image_size, channels)
+    image.flags.writeable = False  # shared between callers
+    return image
+
+
+@functools.lru_cache(maxsize=CACHED_FILES)
+def _prepared_mask(path: str, _size: int, _mtime: int, mask_map, image_size: int):
+    mask = resize_mask(load_mask(path, mask_map), image_size)
+    mask.flags.writeable = False
+    return mask
 
 
 def _seed_pair(seed) -> tf.Tensor:
@@ -154,7 +172,6 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     repeat: bool = False,
-    cache: bool = True,
     flip: bool | None = None,
     drop_remainder: bool = False,
 ) -> tf.data.Dataset:
@@ -170,18 +187,13 @@ def make_dataset(
         shuffle: reshuffle the records every epoch.
         seed: seeds shuffling and augmentation; the same seed gives the same batches.
         repeat: repeat forever (for ``steps_per_epoch``).
-        cache: keep the decoded arrays in memory for later calls with the same records.
         flip: horizontal flips in augmentation; None = ``spec.allows_horizontal_flip``
             (off for chest masks, whose right/left lung labels a flip would swap).
         drop_remainder: drop the last partial batch.
     """
     if not records:
         raise ValueError("make_dataset got no records")
-    if cache:
-        paths = tuple((r.image, r.mask, r.mask_map) for r in records)
-        images, masks = _cached_arrays(paths, image_size, channels)
-    else:
-        images, masks = load_arrays(records, image_size, channels)
+    images, masks = load_arrays(records, image_size, channels)
     labels = spec.label_ids(records)
     ds = tf.data.Dataset.from_tensor_slices((images, labels, masks))
     if shuffle:

@@ -1,5 +1,7 @@
 """tf.data pipeline: shapes, nearest-neighbour masks, paired augmentation, determinism."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,25 @@ def test_chest_masks_are_not_flipped_by_default(tmp_path):
         _, _, masks = first_batch(ds)
         for m in masks:  # right lung (1) stays on the image left, left lung (2) right
             assert np.nonzero(m == 1)[1].mean() < 16 < np.nonzero(m == 2)[1].mean()
+
+
+def test_each_file_is_decoded_once_per_process(tmp_path, monkeypatch):
+    """Training, scoring, thresholds and evaluation share one decode per file (#12)."""
+    from keras_ynet import pipeline
+    from keras_ynet.phantoms import make_phantoms
+
+    spec = make_phantoms(tmp_path / "ph", n_per_class=3, image_size=32, seed=0)
+    calls = []
+    real = pipeline.load_image
+    monkeypatch.setattr(pipeline, "load_image", lambda p: calls.append(p) or real(p))
+    pipeline._prepared.cache_clear()
+    train = spec.split("train")
+    first, _ = pipeline.load_arrays(train, 32, 1)
+    again, _ = pipeline.load_arrays(spec.records, 32, 1)  # train split again, plus test
+    assert len(calls) == len(spec.records)  # every file once, the train split not twice
+    position = {r.id: i for i, r in enumerate(spec.records)}
+    assert np.array_equal(again[[position[r.id] for r in train]], first)
+    image = spec.records[0].image
+    os.utime(image, ns=(1, 10**18))  # a file edited since: decoded again
+    pipeline.load_arrays(spec.records[:1], 32, 1)
+    assert len(calls) == len(spec.records) + 1
