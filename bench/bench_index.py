@@ -4,7 +4,7 @@ Command lines:
     python bench/bench_index.py                                # N = 10k, 100k, 1M (~3 min)
     python bench/bench_index.py --sizes 10000,100000 --queries 200
 
-Data as in docs/TARGETS.md (Hamming search): clustered 64-bit codes (50 random centres,
+Data as in docs/targets.md (Hamming search): clustered 64-bit codes (50 random centres,
 each bit flipped with probability 0.1), queries from the same distribution, top-10, one
 thread. Columns:
 
