@@ -54,16 +54,26 @@ def _region_starts(length: int, side: int, count: int) -> list[int]:
     return sorted({int(round(i * step)) for i in range(count)})
 
 
+# The one epsilon of every in-graph L2 normalisation (R-MAC, losses, baselines).
+L2_EPSILON = 1e-6
+
+
+def l2_normalize(x, axis: int = -1, epsilon: float = L2_EPSILON):
+    """``x / sqrt(sum(x^2) + epsilon)`` along ``axis``, on tensors (the graph side; numpy
+    descriptors use :func:`keras_ynet.metrics.unit_rows`)."""
+    return x / ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True) + epsilon)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class L2Normalize(keras.layers.Layer):
     """L2-normalises the last axis."""
 
-    def __init__(self, epsilon: float = 1e-6, **kwargs):
+    def __init__(self, epsilon: float = L2_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
 
     def call(self, x):
-        return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+        return l2_normalize(x, epsilon=self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -81,7 +91,9 @@ class RMACPooling(keras.layers.Layer):
         overlap: target overlap between neighbouring regions.
     """
 
-    def __init__(self, levels: int = 3, overlap: float = 0.4, epsilon: float = 1e-6, **kwargs):
+    def __init__(
+        self, levels: int = 3, overlap: float = 0.4, epsilon: float = L2_EPSILON, **kwargs
+    ):
         super().__init__(**kwargs)
         self.levels = levels
         self.overlap = overlap
@@ -90,15 +102,12 @@ class RMACPooling(keras.layers.Layer):
     def build(self, input_shape):
         self.regions = rmac_regions(input_shape[1], input_shape[2], self.levels, self.overlap)
 
-    def _normalize(self, x):
-        return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
-
     def call(self, x):
         total = 0.0
         for top, left, size_h, size_w in self.regions:
             region = x[:, top : top + size_h, left : left + size_w, :]
-            total = total + self._normalize(ops.max(region, axis=(1, 2)))
-        return self._normalize(total)
+            total = total + l2_normalize(ops.max(region, axis=(1, 2)), epsilon=self.epsilon)
+        return l2_normalize(total, epsilon=self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[3])

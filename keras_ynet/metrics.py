@@ -60,8 +60,8 @@ def cosine_ranking(query_vecs: np.ndarray, db_vecs: np.ndarray) -> np.ndarray:
         similarity 0 to everything.
     """
     query_vecs, db_vecs = _check_pair(query_vecs, db_vecs, "vectors")
-    q = _unit_rows(query_vecs.astype(np.float64))
-    d = _unit_rows(db_vecs.astype(np.float64))
+    q = unit_rows(query_vecs.astype(np.float64))
+    d = unit_rows(db_vecs.astype(np.float64))
     return np.argsort(-(q @ d.T), axis=1, kind="stable")
 
 
@@ -307,6 +307,8 @@ def _check_pair(query, db, what: str):
     return query, db
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+def unit_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``x / ||x||`` along ``axis`` (numpy descriptors); zero vectors stay zero."""
+    x = np.asarray(x, np.float64)
+    norms = np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras import layers, ops
+from keras import layers
 
 from keras_ynet import losses
 from keras_ynet.backbone import resnet_backbone
 from keras_ynet.hash_head import GUIDED_HEADS, HASH_HEADS, TRAINED_HEADS, build_hash_head
-from keras_ynet.layers import PACKAGE, RMACPooling
+from keras_ynet.layers import PACKAGE, RMACPooling, l2_normalize
 from keras_ynet.run_config import VALID_BITS, VARIANTS
 
 OUTPUTS = ("embedding", "mask", "hash")
-
-
-def _unit(x):
-    """L2-normalised rows (circle loss compares by cosine)."""
-    return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + 1e-6)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -202,7 +197,7 @@ class YNet(keras.Model):
         # A guided head puts the classification guidance on the hash values themselves.
         guide = outputs["hash"] if guided else outputs["embedding"]
         if self.variant in ("ynet", "no_fpn"):
-            terms["cls"] = losses.circle_loss(labels, _unit(guide))
+            terms["cls"] = losses.circle_loss(labels, l2_normalize(guide))
         elif self.variant == "no_circle":
             terms["cls"] = losses.classification_loss(labels, self.classifier(guide))
         if self.variant != "no_fpn":
@@ -212,7 +207,9 @@ class YNet(keras.Model):
             if guided:  # the guidance already trains the bits: only push them to +-1
                 terms["hash"] = losses.quantization_loss(h)
             else:
-                terms["hash"] = losses.circle_loss(labels, _unit(h)) + losses.quantization_loss(h)
+                terms["hash"] = losses.circle_loss(
+                    labels, l2_normalize(h)
+                ) + losses.quantization_loss(h)
         return terms
 
     def total_loss(self, terms):

@@ -12,15 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from keras_ynet.layers import rmac_regions
+from keras_ynet.metrics import unit_rows
 
 EPS = 1e-12
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """x / ||x|| along ``axis``; zero vectors stay zero."""
-    x = np.asarray(x, np.float64)
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, EPS)
+# One numpy normalisation for every descriptor (zero vectors stay zero).
+l2_normalize = unit_rows
 
 
 def _check(features) -> np.ndarray:

@@ -29,7 +29,7 @@ from keras import layers, ops
 from keras_ynet.baselines.classification import Outputs, predict
 from keras_ynet.baselines.evaluation import validation_map_ranking
 from keras_ynet.baselines.training import LossModel, fit_model
-from keras_ynet.layers import rmac_regions
+from keras_ynet.layers import l2_normalize, rmac_regions
 from keras_ynet.metrics import cosine_ranking
 from keras_ynet.training_data import TrainingData
 
@@ -46,15 +46,11 @@ def region_vectors(features: np.ndarray, levels: int = LEVELS) -> np.ndarray:
     )
 
 
-def _unit(x, axis=-1):
-    return x / ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True) + 1e-12)
-
-
 def build_attention_network(num_regions: int, channels: int, num_classes: int, seed: int = 0):
     """Regions (N, R, C) -> {"descriptor": (N, C) unit vectors, "logits": (N, classes)}."""
     init = keras.initializers.GlorotUniform
     regions = keras.Input((num_regions, channels), name="regions")
-    unit = _unit(regions)
+    unit = l2_normalize(regions)
     context = ops.repeat(ops.mean(unit, axis=1, keepdims=True), num_regions, axis=1)
     hidden = layers.Dense(
         max(channels // 2, 1), activation="relu", kernel_initializer=init(seed), name="att_hidden"
@@ -66,7 +62,7 @@ def build_attention_network(num_regions: int, channels: int, num_classes: int, s
     logits = layers.Dense(num_classes, kernel_initializer=init(seed + 2), name="att_classifier")(
         pooled
     )
-    descriptor = layers.Identity(name=DESCRIPTOR)(_unit(pooled))
+    descriptor = layers.Identity(name=DESCRIPTOR)(l2_normalize(pooled))
     return keras.Model(regions, {DESCRIPTOR: descriptor, "logits": logits}, name="attention")
 
 
