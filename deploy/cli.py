@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -244,6 +245,7 @@ def cmd_search(args) -> int:
         raise ValueError(
             f"--report {args.report} and the sheet would be the same file; use --sheet"
         )
+    _refuse_overwrites(args, sheet, index)  # before anything is encoded or written
     query_bits = encoder.encode_file(args.image, frame=args.frame)
     hits = index.lookup(query_bits, k=args.k)
     if args.json:
@@ -258,6 +260,45 @@ def cmd_search(args) -> int:
             f"wrote {' and '.join(map(str, written))}", file=sys.stderr if args.json else sys.stdout
         )
     return 0
+
+
+def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:
+    """An output may replace only a file the user says is disposable, never an input.
+
+    The query image and every indexed image are refused even with ``--overwrite``
+    (``--image scan.png --report scan.html`` would otherwise write the sheet over the
+    query); any other existing file needs ``--overwrite``.
+    """
+    inputs = [(args.image, "the query image")]
+    inputs += [(Path(p), "an indexed image") for p in _indexed_paths(index)]
+    for flag, out in (("--report", args.report), ("--sheet", sheet)):
+        if out is None:
+            continue
+        what = "contact sheet" if flag == "--sheet" else "report"
+        for path, role in inputs:
+            if _same_file(out, path):
+                raise ValueError(
+                    f"the {what} {out} would replace {role} {path}; choose another {flag} path"
+                )
+        if os.path.lexists(out) and not args.overwrite:
+            raise ValueError(
+                f"{out} exists and would be replaced by the {what}; add --overwrite to "
+                f"replace it, or choose another {flag} path"
+            )
+
+
+def _indexed_paths(index: HammingIndex) -> list[str]:
+    return [m["path"] for m in index._metadata if isinstance(m.get("path"), str) and m["path"]]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: same resolved path, or one inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) -> list[Path]:
@@ -285,7 +326,7 @@ def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) ->
     query = report.Entry(args.image.name, args.image, query_bits)
     source = f"encoder {encoder.model_path} ({encoder.fingerprint}), index {args.index}"
     content = report.Report(query, entries, grid, grid_note=note, source=source)
-    return report.write_report(content, args.report, sheet)
+    return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
 
 
 def _hit_codes(folder: Path, hits: list[Hit], bits: int) -> np.ndarray:

@@ -16,7 +16,6 @@ both files are written atomically. numpy + Pillow only (no TensorFlow).
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +97,13 @@ class Report:
     title: str = "Why it matched"
 
 
-def write_report(report: Report, html_path=None, sheet_path=None) -> list[Path]:
-    """Writes the HTML report and/or the contact sheet atomically; returns the paths."""
+def write_report(report: Report, html_path=None, sheet_path=None, overwrite=True) -> list[Path]:
+    """Writes the HTML report and/or the contact sheet atomically; returns the paths.
+
+    ``overwrite=False`` raises ``FileExistsError`` instead of replacing an existing file,
+    also one created while the report was being drawn. Files get the umask's modes
+    (reports are for sharing).
+    """
     from deploy.report_render import load_tile, panels_of, render_html, render_sheet
 
     query_tile = load_tile(report.query.path)
@@ -111,11 +115,8 @@ def write_report(report: Report, html_path=None, sheet_path=None) -> list[Path]:
         buffer = io.BytesIO()
         render_sheet(report, panels).save(buffer, format="PNG")
         outputs.append((Path(sheet_path), buffer.getvalue()))
-    umask = os.umask(0o022)
-    os.umask(umask)
     for path, data in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, overwrite=overwrite) as tmp:
             tmp.write_bytes(data)
-            os.chmod(tmp, 0o666 & ~umask)  # a report is for sharing: not mkstemp's 0600
     return [path for path, _ in outputs]
