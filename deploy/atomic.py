@@ -330,17 +330,22 @@ def atomic_directory(
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def repair_directory(final_dir: str | os.PathLike) -> Path:
+def repair_directory(
+    final_dir: str | os.PathLike,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Path:
     """Undoes what a crashed writer left, under the writer lock; returns the real folder.
 
     Moves a backup left between the two renames back into place, deletes a stale backup
     beside a complete folder and every ``.<name>.tmp-xxxx`` folder of a write that never
     finished (none can be in progress: this holds the lock every writer takes). Call it
     before deciding anything from the folder's state, e.g. whether an index exists.
+    ``timeout`` and ``on_wait`` are :func:`writer_lock`'s.
     """
     if not real_path(final_dir).parent.is_dir():
         return real_path(final_dir)  # no folder, no crash leftovers
-    with writer_lock(final_dir) as final:
+    with writer_lock(final_dir, timeout, on_wait) as final:
         recover_directory(final)
         backup = backup_path(final)
         if final.exists() and backup.is_dir() and not backup.is_symlink():

@@ -190,7 +190,7 @@ def _refuse_existing_index(args) -> None:
     # or a build without --overwrite would see no index and silently replace it.
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
-    atomic.repair_directory(args.out)
+    atomic.repair_directory(args.out, args.lock_timeout, _waiting(args.out))
     if (args.out / SIDECAR_FILE).exists() and not args.overwrite:
         raise ValueError(f"{args.out} already holds an index; add --overwrite to replace it")
 

@@ -248,26 +248,35 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+# Saves an Annoy index twice (a new folder, then a replacement) and writes a file, in a
+# process started with the umask under test (the umask is read once per process).
+SAVE = r"""
+import sys
+import numpy as np
+from deploy import atomic
+from deploy.index import HammingIndex
+index = HammingIndex(bits=64, fingerprint="enc-1", backend="annoy", n_trees=2)
+index.batch_add(np.random.default_rng(0).integers(0, 2, (20, 64), dtype=np.uint8), range(20))
+index.build()
+index.save(sys.argv[1] + "/idx")
+index.save(sys.argv[1] + "/idx")
+atomic.atomic_write_text(sys.argv[1] + "/run.json", "{}")
+"""
+
+
 @pytest.mark.parametrize(("umask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644),
                                                                (0o077, 0o700, 0o600)])  # fmt: skip
 def test_saved_files_and_folders_get_the_umask_modes(tmp_path, umask, dir_mode, file_mode):
-    index = HammingIndex(bits=64, fingerprint="enc-1", backend="annoy", n_trees=2)
-    index.batch_add(np.random.default_rng(0).integers(0, 2, (20, 64), dtype=np.uint8), range(20))
-    index.build()
-    previous = os.umask(umask)
-    atomic._umask.cache_clear()
-    try:
-        index.save(tmp_path / "idx")
-        index.save(tmp_path / "idx")  # a replacement too
-        atomic.atomic_write_text(tmp_path / "run.json", "{}")
-    finally:
-        os.umask(previous)
-        atomic._umask.cache_clear()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", SAVE, str(tmp_path)], cwd=REPO, env=env,
+                          umask=umask, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
     assert mode(tmp_path / "idx") == dir_mode
     files = sorted(os.listdir(tmp_path / "idx"))
     assert files == ["codes.npy", "index.ann", "index.json"]
     assert [mode(tmp_path / "idx" / name) for name in files] == [file_mode] * 3
     assert mode(tmp_path / "run.json") == file_mode
+    assert sorted(os.listdir(tmp_path)) == ["idx", "run.json"]
 
 
 # 5. A crash between the two renames, then index build ----------------------------------------
