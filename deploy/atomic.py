@@ -202,7 +202,7 @@ def _flock(lock_file: Path, final_dir, deadline, timeout, on_wait) -> int | None
         return None
     waited = False
     while True:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = _open_lock_file(lock_file)
         try:
             if not _try_flock(fd):
                 if on_wait is not None and not waited:
@@ -218,13 +218,24 @@ def _flock(lock_file: Path, final_dir, deadline, timeout, on_wait) -> int | None
             # The previous holder deletes the file before letting go: a lock won on a
             # deleted file guards nothing, so open the current one and lock again.
             if _is_current(fd, lock_file):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())  # for the waiters' messages
+                with contextlib.suppress(OSError):  # read-only: another account's lock file
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())  # for the waiters' messages
                 return fd
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
+
+
+def _open_lock_file(lock_file: Path) -> int:
+    flags = os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(lock_file, os.O_RDWR | flags, 0o666)
+    except PermissionError:
+        # Left by another account (its mode follows that account's umask): flock works
+        # on a read-only descriptor as well.
+        return os.open(lock_file, os.O_RDONLY | flags, 0o666)
 
 
 def _try_flock(fd: int) -> bool:
