@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -263,42 +262,12 @@ def cmd_search(args) -> int:
 
 
 def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:
-    """An output may replace only a file the user says is disposable, never an input.
-
-    The query image and every indexed image are refused even with ``--overwrite``
-    (``--image scan.png --report scan.html`` would otherwise write the sheet over the
-    query); any other existing file needs ``--overwrite``.
-    """
+    """Before anything is encoded or written: no output over an input or an existing file."""
+    indexed = [m.get("path") for m in index._metadata]
     inputs = [(args.image, "the query image")]
-    inputs += [(Path(p), "an indexed image") for p in _indexed_paths(index)]
-    for flag, out in (("--report", args.report), ("--sheet", sheet)):
-        if out is None:
-            continue
-        what = "contact sheet" if flag == "--sheet" else "report"
-        for path, role in inputs:
-            if _same_file(out, path):
-                raise ValueError(
-                    f"the {what} {out} would replace {role} {path}; choose another {flag} path"
-                )
-        if os.path.lexists(out) and not args.overwrite:
-            raise ValueError(
-                f"{out} exists and would be replaced by the {what}; add --overwrite to "
-                f"replace it, or choose another {flag} path"
-            )
-
-
-def _indexed_paths(index: HammingIndex) -> list[str]:
-    return [m["path"] for m in index._metadata if isinstance(m.get("path"), str) and m["path"]]
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file: same resolved path, or one inode (hard links)."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
+    inputs += [(Path(p), "an indexed image") for p in indexed if isinstance(p, str) and p]
+    outputs = [("--report", args.report), ("--sheet", sheet)]
+    report.refuse_overwrites(outputs, inputs, args.overwrite)
 
 
 def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) -> list[Path]:

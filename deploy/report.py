@@ -16,6 +16,7 @@ both files are written atomically. numpy + Pillow only (no TensorFlow).
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,47 @@ class Report:
     mask_classes: list[str] = field(default_factory=list)
     source: str = ""
     title: str = "Why it matched"
+
+
+def refuse_overwrites(outputs, inputs, overwrite: bool) -> None:
+    """Refuses outputs that would replace an input, or an existing file without ``overwrite``.
+
+    A command may replace only a file the user calls disposable (``--overwrite``), and
+    never one of its inputs, whatever the flags: ``--image scan.png --report scan.html``
+    would otherwise draw the sheet over the query.
+
+    Args:
+        outputs: (flag, path or None) pairs, e.g. ``[("--report", html), ("--sheet", png)]``.
+        inputs: (path, role) pairs, e.g. ``[(query, "the query image")]``.
+        overwrite: whether an existing file that is no input may be replaced.
+
+    Raises:
+        ValueError: naming the output, what it would replace and the flag to change.
+    """
+    for flag, out in outputs:
+        if out is None:
+            continue
+        what = "contact sheet" if flag == "--sheet" else "report"
+        for path, role in inputs:
+            if _same_file(out, path):
+                raise ValueError(
+                    f"the {what} {out} would replace {role} {path}; choose another {flag} path"
+                )
+        if os.path.lexists(out) and not overwrite:
+            raise ValueError(
+                f"{out} exists and would be replaced by the {what}; add --overwrite to "
+                f"replace it, or choose another {flag} path"
+            )
+
+
+def _same_file(a, b) -> bool:
+    """Whether two paths name one file: same resolved path, or one inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def write_report(report: Report, html_path=None, sheet_path=None, overwrite=True) -> list[Path]:

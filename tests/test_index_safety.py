@@ -339,3 +339,43 @@ def test_flipped_byte_in_index_ann_is_an_error_not_a_crash(tmp_path):
     (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
     with pytest.raises(ValueError, match=r"records no sha256 of index\.ann.*rebuild the index"):
         HammingIndex.load(tmp_path / "idx")
+
+
+def test_explain_never_overwrites_the_query_a_dataset_image_or_a_file(tmp_path, capsys):
+    import keras
+    from conftest import TINY
+    from test_bad_input_corpus import write_dataset
+
+    from keras_ynet import explain
+    from keras_ynet.model import YNet
+    from keras_ynet.saving import save_ynet
+
+    data = write_dataset(tmp_path / "data")
+    keras.utils.set_random_seed(0)
+    save_ynet(YNet(**TINY, bits=64, class_names=["sick", "well"]), tmp_path / "model.keras")
+    query = tmp_path / "scan.png"
+    write_png(query, seed=9)
+    inputs = {p: p.read_bytes() for p in [query, *sorted((data / "images").iterdir())]}
+    base = ["--model", tmp_path / "model.keras", "--data", data, "--image", query, "-k", 1]
+
+    def run(*more):
+        rc = explain.main([str(a) for a in [*base, *more]])
+        return rc, capsys.readouterr().err.splitlines()[-1]
+
+    rc, err = run("--out", tmp_path / "scan.html", "--overwrite")
+    assert (rc, err) == (1, f"error: the contact sheet {query} would replace the query image "
+                            f"{query}; choose another --sheet path")  # fmt: skip
+    rc, err = run("--out", data / "images" / "a.png", "--sheet", tmp_path / "s.png")
+    assert (rc, err) == (1, f"error: the report {data / 'images' / 'a.png'} would replace a "
+                            f"dataset image {data / 'images' / 'a.png'}; choose another --out "
+                            "path")  # fmt: skip
+    (tmp_path / "why.html").write_text("keep me")
+    rc, err = run("--out", tmp_path / "why.html")
+    assert (rc, err) == (1, f"error: {tmp_path / 'why.html'} exists and would be replaced by "
+                            "the report; add --overwrite to replace it, or choose another "
+                            "--out path")  # fmt: skip
+    assert (tmp_path / "why.html").read_text() == "keep me"
+    assert {p: p.read_bytes() for p in inputs} == inputs
+    assert sorted(os.listdir(tmp_path)) == ["data", "model.keras", "scan.png", "why.html"]
+    assert run("--out", tmp_path / "why.html", "--overwrite")[0] == 0
+    assert (tmp_path / "why.html").read_text().startswith("<!DOCTYPE html>")
