@@ -17,6 +17,12 @@ writes :mod:`deploy.report`'s "why it matched" page: each hit with its distance,
 and per-grid-cell bit agreement with the query (a hit whose file is gone gets a
 placeholder and a note). Errors print one line, ``error: ...``, and exit 1; ``--debug``
 shows the traceback instead.
+
+Writers of one index (``index build``, ``index add``) run one after the other: a second
+one waits for the first (``--lock-timeout SECONDS`` to give up) and ``index add`` reads the
+index only once it holds the lock, so it adds to what the first one wrote. ``search``
+never overwrites a file without ``--overwrite``, and never the query image or an indexed
+image at all.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import atomic, codes, report, sources
+from deploy import atomic, codes, index_store, report, sources
 from deploy.encoder import Encoder, EncodeResult
 from deploy.errors import error_line
 from deploy.index import BACKENDS, CODES_FILE, SIDECAR_FILE, HammingIndex, Hit
@@ -46,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encoding.add_argument("--threads", type=int, default=None, help="runtime threads")
     encoding.add_argument("--batch-size", type=int, default=32)
+    writing = argparse.ArgumentParser(add_help=False)
+    writing.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up if another writer holds the index this long (default: wait)",
+    )
     encoding.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -61,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     build = index.add_parser(
-        "build", parents=[common, encoding], help="encode images into a new index"
+        "build", parents=[common, encoding, writing], help="encode images into a new index"
     )
     _add_sources(build, allow_files=False)
     build.add_argument("--out", required=True, type=Path, help="index folder to write")
@@ -76,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace an existing index")
 
     add = index.add_parser(
-        "add", parents=[common, encoding], help="encode images into an index's delta (no rebuild)"
+        "add",
+        parents=[common, encoding, writing],
+        help="encode images into an index's delta (no rebuild)",
     )
     add.add_argument("--index", required=True, type=Path, help="index folder")
     _add_sources(add, allow_files=True)
@@ -101,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--sheet", type=Path, help="contact sheet PNG (default: the --report path with .png)"
+    )
+    search.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report or sheet file"
     )
     return parser
 
@@ -140,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_build(args) -> int:
-    if (args.out / SIDECAR_FILE).exists() and not args.overwrite:
-        raise ValueError(f"{args.out} already holds an index; add --overwrite to replace it")
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder")
+    _refuse_existing_index(args)  # at once, before the encoding; again under the lock
     encoder = _open_encoder(args)
     index = HammingIndex(
         bits=encoder.bits,
@@ -156,7 +172,10 @@ def cmd_build(args) -> int:
     result = _encode(encoder, items, args)
     _add_to(index, items, result)
     index.build()
-    index.save(args.out)
+    atomic.real_path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with index_store.writer_lock(args.out, args.lock_timeout, _waiting(args.out)):
+        _refuse_existing_index(args)  # another build may have finished meanwhile
+        index.save(args.out)
     kind = "annoy" if index.uses_annoy() else "exact"
     print(
         f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.fingerprint}, "
@@ -165,11 +184,35 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _refuse_existing_index(args) -> None:
+    # A crash mid-swap leaves the old index under its backup name: put it back first,
+    # or a build without --overwrite would see no index and silently replace it.
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    atomic.repair_directory(args.out, args.lock_timeout, _waiting(args.out))
+    if (args.out / SIDECAR_FILE).exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already holds an index; add --overwrite to replace it")
+
+
+def _waiting(folder: Path):
+    def say(holder: str) -> None:
+        print(f"waiting for {holder}, which is writing {folder}", file=sys.stderr)
+
+    return say
+
+
 def cmd_add(args) -> int:
     given = [args.data is not None, args.images is not None, bool(args.files)]
     if sum(given) != 1:
         raise ValueError("index add takes exactly one of --data DIR, --images DIR or IMAGE files")
     encoder = _open_encoder(args)
+    # Read-modify-write under the lock: a concurrent add saved before this one reads the
+    # index, so its items are kept (without the lock, the last save would win).
+    with index_store.writer_lock(args.index, args.lock_timeout, _waiting(args.index)):
+        return _add_locked(args, encoder)
+
+
+def _add_locked(args, encoder: Encoder) -> int:
     index = _load_index(args.index, encoder, args.encoder)
     items = sources.file_items(args.files) if args.files else _items(args)
     indexed = set(_sidecar(args.index)["ids"])
@@ -201,6 +244,7 @@ def cmd_search(args) -> int:
         raise ValueError(
             f"--report {args.report} and the sheet would be the same file; use --sheet"
         )
+    _refuse_overwrites(args, sheet, index)  # before anything is encoded or written
     query_bits = encoder.encode_file(args.image, frame=args.frame)
     hits = index.lookup(query_bits, k=args.k)
     if args.json:
@@ -215,6 +259,15 @@ def cmd_search(args) -> int:
             f"wrote {' and '.join(map(str, written))}", file=sys.stderr if args.json else sys.stdout
         )
     return 0
+
+
+def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:
+    """Before anything is encoded or written: no output over an input or an existing file."""
+    indexed = [m.get("path") for m in index._metadata]
+    inputs = [(args.image, "the query image")]
+    inputs += [(Path(p), "an indexed image") for p in indexed if isinstance(p, str) and p]
+    outputs = [("--report", args.report), ("--sheet", sheet)]
+    report.refuse_overwrites(outputs, inputs, args.overwrite)
 
 
 def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) -> list[Path]:
@@ -242,7 +295,7 @@ def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) ->
     query = report.Entry(args.image.name, args.image, query_bits)
     source = f"encoder {encoder.model_path} ({encoder.fingerprint}), index {args.index}"
     content = report.Report(query, entries, grid, grid_note=note, source=source)
-    return report.write_report(content, args.report, sheet)
+    return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
 
 
 def _hit_codes(folder: Path, hits: list[Hit], bits: int) -> np.ndarray:

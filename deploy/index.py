@@ -27,6 +27,7 @@ from deploy.index_store import (  # noqa: F401  (re-exported: the index's public
     SIDECAR_FILE,
     IndexFormatError,
     IndexMismatchError,
+    writer_lock,
 )
 
 BACKENDS = ("auto", "exact", "annoy")
@@ -316,12 +317,18 @@ class HammingIndex:
 
     # Saving and loading ---------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike) -> None:
+    def save(self, directory: str | os.PathLike, lock_timeout: float | None = None) -> None:
         """Writes the index folder atomically: a crash leaves the previous one loadable.
+
+        Saves of one folder are serialised (its writer lock, waited for up to
+        ``lock_timeout`` seconds, None: no limit). To add to a saved index without losing
+        a concurrent writer's items, hold :func:`writer_lock` from before :meth:`load` to
+        after the save. A ``directory`` that is a symbolic link is written through.
 
         Raises:
             FileExistsError: ``directory`` is a file, or a non-empty folder that holds no
                 index (it would be replaced, and its files lost).
+            deploy.atomic.LockTimeout: another writer held the lock too long.
         """
         index_store.write_index(
             directory,
@@ -331,6 +338,7 @@ class HammingIndex:
             self._metadata,
             self._annoy,
             self._n_annoy,
+            lock_timeout,
         )
 
     @classmethod

@@ -6,14 +6,18 @@ One folder per index (:class:`deploy.index.HammingIndex` saves and loads through
   constructor config (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the
   encoder ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy
   forest / added after it was built), ``ids``, per-item ``metadata`` (e.g. path, label),
-  the sha256 of the codes and the size of the Annoy file;
+  the sha256 of the codes and the size and sha256 of the Annoy file;
 * ``codes.npy``: every item's packed code (uint8, ``codes.pack_bits`` layout), so exact
   search and the delta survive a reload;
 * ``index.ann``: the Annoy forest, only when one was built.
 
 The folder is replaced as a whole (:func:`deploy.atomic.atomic_directory`): a crash
-leaves the previous index, never a mix. Reading checks the sidecar's fields and types,
-the codes' shape and sha256 and the forest's size before anything is used, and raises
+leaves the previous index, never a mix. Writers hold the folder's writer lock
+(:func:`writer_lock`); one that reads the index to update it takes the lock before
+reading, so concurrent updates are applied one after the other, none lost. Reading
+checks the sidecar's fields and types, the codes' shape and sha256 and the forest's size
+and sha256 before anything is used (Annoy maps the file as it is and can crash the
+process on a damaged one, so it never sees an unverified file), and raises
 :class:`IndexFormatError` (a ``ValueError``) naming the file for anything wrong with the
 files, ``FileNotFoundError`` when there is no index, and :class:`IndexMismatchError`
 when the index was made by another encoder or bit length.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +104,25 @@ def check_destination(folder: str | os.PathLike) -> None:
         )
 
 
+def writer_lock(
+    folder: str | os.PathLike,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+):
+    """The index folder's exclusive writer lock (:func:`deploy.atomic.writer_lock`).
+
+    Hold it around a read-modify-write (load, add, save) so that no concurrent update
+    is lost; saving inside it does not wait for itself.
+
+    Example:
+        >>> with writer_lock("idx"):  # doctest: +SKIP
+        ...     index = HammingIndex.load("idx")
+        ...     index.add(code, id="new")
+        ...     index.save("idx")
+    """
+    return atomic.writer_lock(folder, timeout, on_wait)
+
+
 def write_index(
     folder: str | os.PathLike,
     config: dict[str, Any],
@@ -107,16 +131,27 @@ def write_index(
     metadata: list[dict[str, Any]],
     forest: annoy.AnnoyIndex | None,
     n_annoy: int,
+    lock_timeout: float | None = None,
 ) -> None:
-    """Writes an index folder atomically: a crash leaves the previous one loadable."""
-    check_destination(folder)
-    with atomic.atomic_directory(folder) as tmp:
-        if forest is not None:
-            forest.save(str(tmp / ANNOY_FILE))
-        np.save(tmp / CODES_FILE, packed)
-        annoy_bytes = (tmp / ANNOY_FILE).stat().st_size if forest is not None else 0
-        sidecar = _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes)
-        (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    """Writes an index folder atomically: a crash leaves the previous one loadable.
+
+    Holds the writer lock (waiting up to ``lock_timeout`` seconds, None: no limit). A
+    ``folder`` that is a symbolic link is written through to its target.
+    """
+    atomic.real_path(folder).parent.mkdir(parents=True, exist_ok=True)
+    with writer_lock(folder, lock_timeout) as real:
+        atomic.repair_directory(real)  # a crashed write's backup is back before the check
+        check_destination(real)
+        with atomic.atomic_directory(real) as tmp:
+            if forest is not None:
+                forest.save(str(tmp / ANNOY_FILE))
+            np.save(tmp / CODES_FILE, packed)
+            annoy_bytes, annoy_sha256 = 0, ""
+            if forest is not None:
+                annoy_bytes = (tmp / ANNOY_FILE).stat().st_size
+                annoy_sha256 = _file_sha256(tmp / ANNOY_FILE)
+            sidecar = _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes, annoy_sha256)
+            (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
 
 
 def read_index(
@@ -150,7 +185,7 @@ def read_index(
     )
 
 
-def _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes) -> dict[str, Any]:
+def _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes, annoy_sha256):
     return {
         "format_version": FORMAT_VERSION,
         "metric": "hamming",
@@ -161,6 +196,7 @@ def _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes) -> dict[str, A
         "n_delta": len(ids) - n_annoy,
         "codes_sha256": hashlib.sha256(packed.tobytes()).hexdigest(),
         "annoy_bytes": annoy_bytes,
+        "annoy_sha256": annoy_sha256,
         "ids": ids,
         "metadata": metadata,
     }
@@ -242,12 +278,33 @@ def _read_codes(path: Path, meta: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(n, n_bytes).copy()
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _read_annoy(path: Path, meta: dict[str, Any]) -> annoy.AnnoyIndex:
+    """The forest, loaded only after its size and sha256 match the sidecar's."""
+    expected = meta.get("annoy_sha256")
+    if not isinstance(expected, str) or not expected:
+        raise IndexFormatError(
+            f"index sidecar {path.parent / SIDECAR_FILE} records no sha256 of {path.name}, "
+            "so the Annoy file cannot be checked before use: rebuild the index"
+        )
     forest = annoy.AnnoyIndex(meta["bits"], "hamming")
     try:
         size = path.stat().st_size
         if size != meta["annoy_bytes"]:
             raise OSError(f"{size} bytes, the sidecar says {meta['annoy_bytes']}")
+        # A damaged forest of the right size makes Annoy abort or segfault (it follows
+        # the file's offsets unchecked): verify every byte before Annoy maps it.
+        if _file_sha256(path) != expected:
+            raise IndexFormatError(
+                f"Annoy file {path} is corrupted: its sha256 differs from the sidecar's"
+            )
         forest.load(str(path))
     except OSError as err:
         raise IndexFormatError(

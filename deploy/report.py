@@ -98,8 +98,54 @@ class Report:
     title: str = "Why it matched"
 
 
-def write_report(report: Report, html_path=None, sheet_path=None) -> list[Path]:
-    """Writes the HTML report and/or the contact sheet atomically; returns the paths."""
+def refuse_overwrites(outputs, inputs, overwrite: bool) -> None:
+    """Refuses outputs that would replace an input, or an existing file without ``overwrite``.
+
+    A command may replace only a file the user calls disposable (``--overwrite``), and
+    never one of its inputs, whatever the flags: ``--image scan.png --report scan.html``
+    would otherwise draw the sheet over the query.
+
+    Args:
+        outputs: (flag, path or None) pairs, e.g. ``[("--report", html), ("--sheet", png)]``.
+        inputs: (path, role) pairs, e.g. ``[(query, "the query image")]``.
+        overwrite: whether an existing file that is no input may be replaced.
+
+    Raises:
+        ValueError: naming the output, what it would replace and the flag to change.
+    """
+    for flag, out in outputs:
+        if out is None:
+            continue
+        what = "contact sheet" if flag == "--sheet" else "report"
+        for path, role in inputs:
+            if _same_file(out, path):
+                raise ValueError(
+                    f"the {what} {out} would replace {role} {path}; choose another {flag} path"
+                )
+        if os.path.lexists(out) and not overwrite:
+            raise ValueError(
+                f"{out} exists and would be replaced by the {what}; add --overwrite to "
+                f"replace it, or choose another {flag} path"
+            )
+
+
+def _same_file(a, b) -> bool:
+    """Whether two paths name one file: same resolved path, or one inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def write_report(report: Report, html_path=None, sheet_path=None, overwrite=True) -> list[Path]:
+    """Writes the HTML report and/or the contact sheet atomically; returns the paths.
+
+    ``overwrite=False`` raises ``FileExistsError`` instead of replacing an existing file,
+    also one created while the report was being drawn. Files get the umask's modes
+    (reports are for sharing).
+    """
     from deploy.report_render import load_tile, panels_of, render_html, render_sheet
 
     query_tile = load_tile(report.query.path)
@@ -111,11 +157,8 @@ def write_report(report: Report, html_path=None, sheet_path=None) -> list[Path]:
         buffer = io.BytesIO()
         render_sheet(report, panels).save(buffer, format="PNG")
         outputs.append((Path(sheet_path), buffer.getvalue()))
-    umask = os.umask(0o022)
-    os.umask(umask)
     for path, data in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, overwrite=overwrite) as tmp:
             tmp.write_bytes(data)
-            os.chmod(tmp, 0o666 & ~umask)  # a report is for sharing: not mkstemp's 0600
     return [path for path, _ in outputs]

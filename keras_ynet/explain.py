@@ -37,9 +37,21 @@ def predict_masks(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray
 
 
 def explain(
-    model_path, image, data, out, sheet=None, split="train", k=5, batch_size=32, log=print
+    model_path,
+    image,
+    data,
+    out,
+    sheet=None,
+    split="train",
+    k=5,
+    batch_size=32,
+    log=print,
+    overwrite=False,
 ) -> list[Path]:
     """Searches ``data``'s ``split`` for ``image`` with the model and writes the report.
+
+    The report and sheet never replace the query or a dataset image, and replace another
+    existing file only with ``overwrite``.
 
     Returns:
         The files written (the HTML report, then the sheet).
@@ -64,6 +76,9 @@ def explain(
 
     log(f"loading {model_path}")
     model = load_ynet(model_path)
+    inputs = [(Path(image), "the query image")]
+    inputs += [(r.image, "a dataset image") for r in spec.records]
+    report.refuse_overwrites([("--out", out), ("--sheet", sheet)], inputs, overwrite)
     size, _, channels = model.input_shape_
     query = prepare_image(query, size, channels)
     records, images = _load(records, size, channels, log)
@@ -94,7 +109,7 @@ def explain(
         source=f"model {model_path} ({model_fingerprint(model)}), {len(records)} {split} "
         f"images of {spec.name}",
     )
-    return report.write_report(content, out, sheet)
+    return report.write_report(content, out, sheet, overwrite=overwrite)
 
 
 def _load(records, size: int, channels: int, log) -> tuple[list, np.ndarray]:
@@ -126,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", "--k", type=int, default=5, help="hits to show (default 5)")
     parser.add_argument("--out", required=True, type=Path, help="HTML report to write")
     parser.add_argument("--sheet", type=Path, help="contact sheet PNG (default: OUT.png)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report or sheet file"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
@@ -135,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     def work():
         written = explain(
             args.model, args.image, args.data, args.out, args.sheet, args.split, args.k,
-            args.batch_size, log=lambda m: print(m, file=sys.stderr),
+            args.batch_size, log=lambda m: print(m, file=sys.stderr), overwrite=args.overwrite,
         )  # fmt: skip
         print(f"wrote {' and '.join(map(str, written))}")
 

@@ -1,0 +1,381 @@
+"""Nothing lost, no one in: concurrent writers, symbolic links, inputs, modes, crashes, Annoy.
+
+The command-line cases use the hand-made 8x8-pixel ONNX encoder of
+``test_bad_input_corpus`` (no TensorFlow, no export) and 16x16 PNGs; the concurrency case
+runs two real ``deploy`` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_bad_input_corpus import make_encoder, write_png
+
+from deploy import atomic
+from deploy import cli as deploy_cli
+from deploy.index import HammingIndex
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> Path:
+    return make_encoder(tmp_path_factory.mktemp("encoder") / "art")
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory) -> list[Path]:
+    """Ten distinct 16x16 grey PNGs."""
+    folder = tmp_path_factory.mktemp("pngs")
+    return [write_png(folder / f"p{i}.png", seed=200 + i) for i in range(10)]
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = deploy_cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def build(capsys, encoder, out: Path, images: list[Path], *more) -> Path:
+    folder = out.parent / f"{out.name}-images"
+    folder.mkdir()
+    for path in images:
+        shutil.copy(path, folder / path.name)
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", folder,
+                     "--out", out, *more)  # fmt: skip
+    assert rc == 0, err
+    return folder
+
+
+def ids_of(folder: Path) -> list:
+    return json.loads((folder / "index.json").read_text())["ids"]
+
+
+# 1. Concurrent writers --------------------------------------------------------------------
+
+# Runs deploy's command line in a real process. Its encoder waits (at most 3 s) until the
+# other process has reached its encoder too: without a lock both have then read the index
+# before either saves, which is the lost update made certain instead of likely. With the
+# lock the second process is still waiting for the lock, so the first one goes on after 3 s.
+MEET = r"""
+import sys, time
+from pathlib import Path
+import deploy.cli
+from deploy.encoder import Encoder
+
+me, other = Path(sys.argv[1]), Path(sys.argv[2])
+encode_files = Encoder.encode_files
+
+def meet_then_encode(self, *args, **kwargs):
+    me.touch()
+    deadline = time.monotonic() + 3
+    while not other.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return encode_files(self, *args, **kwargs)
+
+Encoder.encode_files = meet_then_encode
+sys.exit(deploy.cli.main(sys.argv[3:]))
+"""
+
+
+def test_two_concurrent_index_add_processes_lose_nothing(encoder, pngs, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    build(capsys, encoder, idx, pngs[:4])
+    before = ids_of(idx)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    adds = {"a": pngs[4:6], "b": pngs[6:8]}
+    procs = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                MEET,
+                tmp_path / f"at-{name}",
+                tmp_path / f"at-{other}",
+                "index",
+                "add",
+                "--index",
+                idx,
+                "--encoder",
+                encoder,
+                *files,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for (name, files), other in zip(adds.items(), ["b", "a"], strict=True)
+    }
+    results = {name: p.communicate(timeout=120) for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, results[name][1]
+    after = ids_of(idx)
+    added = [str(p) for p in pngs[4:8]]
+    assert len(after) == 4 + 4
+    assert after[:4] == before and sorted(after[4:]) == sorted(added)
+    assert len(HammingIndex.load(idx)) == 8
+    # The second writer waited for the first one and said so; no lock file is left.
+    waited = [name for name, (_, err) in results.items() if "waiting for process" in err]
+    assert len(waited) == 1
+    assert sorted(os.listdir(tmp_path)) == ["at-a", "at-b", "idx", "idx-images"]
+
+
+HOLD = r"""
+import sys
+from deploy import atomic
+with atomic.writer_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_index_add_waits_for_the_lock_and_gives_up_after_lock_timeout(
+    encoder, pngs, tmp_path, capsys
+):
+    idx = tmp_path / "idx"
+    build(capsys, encoder, idx, pngs[:2])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(idx)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        rc, _, err = cli(capsys, "index", "add", "--index", idx, "--encoder", encoder,
+                         "--lock-timeout", "0.3", pngs[2])  # fmt: skip
+    finally:
+        holder.communicate("", timeout=30)
+    assert rc == 1
+    assert err.splitlines() == [
+        f"waiting for process {holder.pid}, which is writing {idx}",
+        f"error: {idx} is being written by process {holder.pid} (lock {tmp_path / '.idx.lock'}); "
+        "gave up waiting after 0.3 s: try again later or wait longer",
+    ]
+    assert len(ids_of(idx)) == 2
+    # The holder is gone: the lock is free again, and its file was deleted.
+    rc, _, err = cli(capsys, "index", "add", "--index", idx, "--encoder", encoder, pngs[2])
+    assert rc == 0, err
+    assert len(ids_of(idx)) == 3 and sorted(os.listdir(tmp_path)) == ["idx", "idx-images"]
+
+
+# 2. A symbolic link to the index ------------------------------------------------------------
+
+
+def test_add_through_a_symlink_updates_the_target_and_keeps_the_link(
+    encoder, pngs, tmp_path, capsys
+):
+    build(capsys, encoder, tmp_path / "index-v7", pngs[:3])
+    (tmp_path / "current").symlink_to("index-v7")
+    for png in pngs[3:5]:
+        rc, _, err = cli(capsys, "index", "add", "--index", tmp_path / "current",
+                         "--encoder", encoder, png)  # fmt: skip
+        assert rc == 0 and err == "", err
+    assert (tmp_path / "current").is_symlink()
+    assert os.readlink(tmp_path / "current") == "index-v7"
+    assert len(ids_of(tmp_path / "index-v7")) == 5
+    assert ids_of(tmp_path / "index-v7")[3:] == [str(pngs[3]), str(pngs[4])]
+    assert sorted(os.listdir(tmp_path)) == ["current", "index-v7", "index-v7-images"]
+
+
+# 3. Outputs never replace inputs ------------------------------------------------------------
+
+
+def test_search_report_never_overwrites_the_query_an_indexed_image_or_a_file(
+    encoder, pngs, tmp_path, capsys
+):
+    images = build(capsys, encoder, tmp_path / "idx", pngs[:3])
+    query = tmp_path / "scan.png"
+    shutil.copy(pngs[5], query)
+    original = query.read_bytes()
+    search = ["search", "--index", tmp_path / "idx", "--encoder", encoder, "--image", query,
+              "-k", 2]  # fmt: skip
+    # The default sheet of scan.html is scan.png, the query itself.
+    rc, _, err = cli(capsys, *search, "--report", tmp_path / "scan.html", "--overwrite")
+    assert rc == 1
+    assert err == (
+        f"error: the contact sheet {query} would replace the query image {query}; "
+        "choose another --sheet path\n"
+    )
+    assert query.read_bytes() == original and not (tmp_path / "scan.html").exists()
+    indexed = images / pngs[0].name
+    indexed_bytes = indexed.read_bytes()
+    rc, _, err = cli(capsys, *search, "--report", tmp_path / "r.html", "--sheet", indexed,
+                     "--overwrite")  # fmt: skip
+    assert rc == 1 and f"would replace an indexed image {indexed};" in err
+    assert indexed.read_bytes() == indexed_bytes and not (tmp_path / "r.html").exists()
+    # An existing file needs --overwrite.
+    (tmp_path / "why.html").write_text("keep me")
+    rc, _, err = cli(capsys, *search, "--report", tmp_path / "why.html")
+    assert rc == 1
+    assert err == (
+        f"error: {tmp_path / 'why.html'} exists and would be replaced by the report; add "
+        "--overwrite to replace it, or choose another --report path\n"
+    )
+    assert (tmp_path / "why.html").read_text() == "keep me"
+    assert not (tmp_path / "why.png").exists()
+    rc, out, err = cli(capsys, *search, "--report", tmp_path / "why.html", "--overwrite")
+    assert rc == 0, err
+    assert (tmp_path / "why.html").read_text().startswith("<!DOCTYPE html>")
+    assert (tmp_path / "why.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atomic_path_without_overwrite_keeps_a_file_created_meanwhile(tmp_path):
+    target = tmp_path / "out.png"
+    with pytest.raises(FileExistsError, match="out.png exists; it was not replaced"):  # noqa: PT012
+        with atomic.atomic_path(target, overwrite=False) as tmp:
+            tmp.write_bytes(b"new")
+            target.write_bytes(b"theirs")  # appears while the new file is being written
+    assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["out.png"]
+    with atomic.atomic_path(tmp_path / "fresh.png", overwrite=False) as tmp:
+        tmp.write_bytes(b"new")
+    assert (tmp_path / "fresh.png").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["fresh.png", "out.png"]
+
+
+# 4. Modes follow the umask ------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# Saves an Annoy index twice (a new folder, then a replacement) and writes a file, in a
+# process started with the umask under test (the umask is read once per process).
+SAVE = r"""
+import sys
+import numpy as np
+from deploy import atomic
+from deploy.index import HammingIndex
+index = HammingIndex(bits=64, fingerprint="enc-1", backend="annoy", n_trees=2)
+index.batch_add(np.random.default_rng(0).integers(0, 2, (20, 64), dtype=np.uint8), range(20))
+index.build()
+index.save(sys.argv[1] + "/idx")
+index.save(sys.argv[1] + "/idx")
+atomic.atomic_write_text(sys.argv[1] + "/run.json", "{}")
+"""
+
+
+@pytest.mark.parametrize(("umask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644),
+                                                               (0o077, 0o700, 0o600)])  # fmt: skip
+def test_saved_files_and_folders_get_the_umask_modes(tmp_path, umask, dir_mode, file_mode):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", SAVE, str(tmp_path)], cwd=REPO, env=env,
+                          umask=umask, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert mode(tmp_path / "idx") == dir_mode
+    files = sorted(os.listdir(tmp_path / "idx"))
+    assert files == ["codes.npy", "index.ann", "index.json"]
+    assert [mode(tmp_path / "idx" / name) for name in files] == [file_mode] * 3
+    assert mode(tmp_path / "run.json") == file_mode
+    assert sorted(os.listdir(tmp_path)) == ["idx", "run.json"]
+
+
+# 5. A crash between the two renames, then index build ----------------------------------------
+
+
+def test_build_after_a_crashed_swap_recovers_first_and_refuses(encoder, pngs, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    build(capsys, encoder, idx, pngs[:3])
+    before = ids_of(idx)
+    os.rename(idx, tmp_path / ".idx.backup")  # the state a crash between the renames leaves
+    (tmp_path / ".idx.tmp-ab12cd34").mkdir()  # and a write killed halfway
+    (tmp_path / ".idx.tmp-ab12cd34" / "codes.npy").write_bytes(b"half")
+    others = tmp_path / "others"
+    others.mkdir()
+    shutil.copy(pngs[6], others / "new.png")
+    argv = ["index", "build", "--encoder", encoder, "--images", others, "--out", idx]
+    rc, _, err = cli(capsys, *argv)
+    assert rc == 1
+    assert err == f"error: {idx} already holds an index; add --overwrite to replace it\n"
+    assert ids_of(idx) == before
+    assert sorted(os.listdir(tmp_path)) == ["idx", "idx-images", "others"]
+    rc, _, err = cli(capsys, *argv, "--overwrite")
+    assert rc == 0, err
+    assert ids_of(idx) == ["new.png"]
+    assert sorted(os.listdir(tmp_path)) == ["idx", "idx-images", "others"]
+
+
+# 6. A damaged Annoy file of the right size ---------------------------------------------------
+
+LOAD = r"""
+import sys
+from deploy.index import HammingIndex
+try:
+    HammingIndex.load(sys.argv[1])
+except ValueError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_flipped_byte_in_index_ann_is_an_error_not_a_crash(tmp_path):
+    index = HammingIndex(bits=64, fingerprint="enc-1", backend="annoy", n_trees=3)
+    index.batch_add(np.random.default_rng(1).integers(0, 2, (50, 64), dtype=np.uint8), range(50))
+    index.build()
+    index.save(tmp_path / "idx")
+    ann = tmp_path / "idx" / "index.ann"
+    data = bytearray(ann.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ann.write_bytes(bytes(data))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "idx")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"error: Annoy file {ann} is corrupted: its sha256 differs from the sidecar's\n"
+    )
+    # A sidecar from before the checksum was recorded: refused before Annoy reads the file.
+    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
+    del sidecar["annoy_sha256"]
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
+    with pytest.raises(ValueError, match=r"records no sha256 of index\.ann.*rebuild the index"):
+        HammingIndex.load(tmp_path / "idx")
+
+
+def test_explain_never_overwrites_the_query_a_dataset_image_or_a_file(tmp_path, capsys):
+    import keras
+    from conftest import TINY
+    from test_bad_input_corpus import write_dataset
+
+    from keras_ynet import explain
+    from keras_ynet.model import YNet
+    from keras_ynet.saving import save_ynet
+
+    data = write_dataset(tmp_path / "data")
+    keras.utils.set_random_seed(0)
+    save_ynet(YNet(**TINY, bits=64, class_names=["sick", "well"]), tmp_path / "model.keras")
+    query = tmp_path / "scan.png"
+    write_png(query, seed=9)
+    inputs = {p: p.read_bytes() for p in [query, *sorted((data / "images").iterdir())]}
+    base = ["--model", tmp_path / "model.keras", "--data", data, "--image", query, "-k", 1]
+
+    def run(*more):
+        rc = explain.main([str(a) for a in [*base, *more]])
+        return rc, capsys.readouterr().err.splitlines()[-1]
+
+    rc, err = run("--out", tmp_path / "scan.html", "--overwrite")
+    assert (rc, err) == (1, f"error: the contact sheet {query} would replace the query image "
+                            f"{query}; choose another --sheet path")  # fmt: skip
+    rc, err = run("--out", data / "images" / "a.png", "--sheet", tmp_path / "s.png")
+    assert (rc, err) == (1, f"error: the report {data / 'images' / 'a.png'} would replace a "
+                            f"dataset image {data / 'images' / 'a.png'}; choose another --out "
+                            "path")  # fmt: skip
+    (tmp_path / "why.html").write_text("keep me")
+    rc, err = run("--out", tmp_path / "why.html")
+    assert (rc, err) == (1, f"error: {tmp_path / 'why.html'} exists and would be replaced by "
+                            "the report; add --overwrite to replace it, or choose another "
+                            "--out path")  # fmt: skip
+    assert (tmp_path / "why.html").read_text() == "keep me"
+    assert {p: p.read_bytes() for p in inputs} == inputs
+    assert sorted(os.listdir(tmp_path)) == ["data", "model.keras", "scan.png", "why.html"]
+    assert run("--out", tmp_path / "why.html", "--overwrite")[0] == 0
+    assert (tmp_path / "why.html").read_text().startswith("<!DOCTYPE html>")
