@@ -1,6 +1,6 @@
 """Exact top-k Hamming search over packed codes held as uint64 words.
 
-The scan follows the recipe in ``docs/TARGETS.md`` (Hamming search):
+The scan follows the recipe in ``docs/targets.md`` (Hamming search):
 
 * codes are uint64 words (``codes.packed_to_words``), one XOR + ``np.bitwise_count`` per
   word gives the distances of a block of (queries x codes) pairs;

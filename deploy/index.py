@@ -73,7 +73,7 @@ class HammingIndex:
       every leaf: exact, but slower than ``"exact"``.
     * ``"auto"`` (default): ``"exact"`` while the index has fewer than ``annoy_min_items``
       items, ``"annoy"`` from there. ``annoy_min_items=None`` (default) never picks
-      Annoy, because the benchmark (docs/TARGETS.md, bench/bench_index.py) shows Annoy
+      Annoy, because the benchmark (docs/targets.md, bench/bench_index.py) shows Annoy
       faster than the exact scan only by giving up recall. The default therefore never
       returns a worse top-k than exact search.
 
