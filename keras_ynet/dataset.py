@@ -11,14 +11,17 @@ is one of ``train``, ``val``, ``test``, and extra columns are kept as strings. A
 Masks are uint8 label images: pixel value = index into ``mask_classes``, unless
 dataset.json maps stored values to classes (``mask_values``) or the masks hold exactly
 the values {0, 255} (the binary form of most public segmentation sets), which read as
-background / foreground. A row may have no mask: it trains on the other losses.
+background / foreground (:mod:`keras_ynet.masks`). A row may have no mask: it trains on
+the other losses.
 
 :func:`load_dataset` checks everything up front and raises one :class:`DatasetError`
 listing every problem found (row, id, file), so a broken folder is fixed in one pass;
 its ``summary`` is the one-line form the command lines print
 (:func:`deploy.errors.error_line`). Parsing labels.csv and dataset.json, and the row and
 split checks, live in :mod:`keras_ynet.dataset_csv`; this module checks the files the
-rows name and builds the :class:`DatasetSpec`.
+rows name and builds the :class:`DatasetSpec`. (About 340 lines: :func:`load_dataset`
+checks every row and file in one pass so a broken folder is fixed at once; it is kept
+whole rather than split across modules.)
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ from keras_ynet.dataset_csv import (
     read_dataset_json,
     read_rows,
     split_problems,
+)
+from keras_ynet.masks import (
+    BINARY_MASK_CLASSES,
+    BINARY_MASK_VALUES,
+    MISSING_MASK,
+    declared_mask_map,
+    load_mask,
+    mapped_class_names,
 )
 
 __all__ = [
@@ -58,12 +69,6 @@ FUNDUS_MASK_CLASSES = ("background", "disc", "cup")
 CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
 # Mask kinds whose classes name a body side: a horizontal flip would swap their meaning.
 SIDE_SPECIFIC_KINDS = ("chest",)
-# The mask value of "no mask for this row": its pixels are left out of the segmentation
-# loss. Mask classes are indices 0..254, so it never names a class.
-MISSING_MASK = 255
-# Binary masks stored as 0 / 255 (BUSI, ISIC, Kvasir-SEG): background / foreground.
-BINARY_MASK_VALUES = (0, 255)
-BINARY_MASK_CLASSES = ("background", "foreground")
 # Splits every consumer reads: train is the database, test the queries (and parity images).
 REQUIRED_SPLITS = ("train", "test")
 
@@ -178,54 +183,6 @@ def load_image(path: str | Path) -> np.ndarray:
         raise DatasetError(str(e)) from None
 
 
-def load_mask(path: str | Path, mask_map: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
-    """Reads a label mask as uint8 (H, W); pixel value = mask class index.
-
-    With ``mask_map`` ((stored value, class index) pairs) the stored values are
-    translated; a value the map does not name is an error naming the file.
-
-    Grey and palette PNGs give their stored values (a palette index is the label, as in
-    VOC-style masks); 1-bit masks give 0/1; 16-bit masks must hold values below 256 (labels
-    are never rescaled); a colour mask must be grey (R == G == B).
-
-    Raises:
-        DatasetError: naming the file, when it is missing, unreadable or not a label image.
-    """
-    mask = _load_mask_values(Path(path))
-    if not mask_map:
-        return mask
-    lut = np.full(256, -1, np.int16)
-    for value, index in mask_map:
-        lut[value] = index
-    mapped = lut[mask]
-    if (mapped < 0).any():
-        bad = sorted(int(v) for v in np.unique(mask[mapped < 0]))[:8]
-        named = sorted(v for v, _ in mask_map)
-        raise DatasetError(f"mask {path}: values {bad} are not among the mapped values {named}")
-    return mapped.astype(np.uint8)
-
-
-def _load_mask_values(path: Path) -> np.ndarray:
-    img = _open(path, "mask")
-    if img.mode in ("L", "P", "1"):
-        return np.asarray(img).astype(np.uint8)
-    if img.mode in ("LA", "PA"):
-        return np.asarray(img)[..., 0].astype(np.uint8)
-    arr = np.asarray(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        if arr.size and (arr.max() > 255 or arr.min() < 0):
-            raise DatasetError(f"mask {path}: 16-bit values up to {arr.max()} are not labels")
-        return arr.astype(np.uint8)
-    if img.mode in ("RGB", "RGBA"):
-        rgb = arr[..., :3]
-        if not (
-            np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
-        ):
-            raise DatasetError(f"mask {path}: colour mask; store class indices in a grey PNG")
-        return rgb[..., 0].copy()
-    raise DatasetError(f"mask {path}: unsupported mode {img.mode!r}")
-
-
 def _infer_layout(root: Path, labels: set[str], max_value: int) -> tuple[list[str], str]:
     name = root.name.lower()
     if "rimone" in name or (labels and labels <= {"glaucoma", "normal"}):
@@ -282,9 +239,9 @@ def load_dataset(
     has_masks = any(r.mask is not None for r in records)
     known, kind = _infer_layout(root, labels, -1)
     fixed = declared if declared is not None else (known if kind != "generic" else None)
-    mask_map = _declared_mask_map(meta, declared, problems, root / "dataset.json")
+    mask_map = declared_mask_map(meta, declared, problems, root / "dataset.json")
     if mask_map:
-        fixed = declared if declared is not None else _mapped_class_names(meta["mask_values"])
+        fixed = declared if declared is not None else mapped_class_names(meta["mask_values"])
     need_scan = has_masks and (scan_masks or fixed is None)
     image_sizes: dict[str, tuple[int, int]] = {}
     max_value = -1
@@ -355,31 +312,6 @@ def load_dataset(
         mask_kind=str(meta.get("mask_kind") or kind),
         mask_map=mask_map,
     )
-
-
-def _mapped_class_names(values: dict[str, str]) -> list[str]:
-    """The classes named by ``mask_values``, in the order of their smallest stored value."""
-    names: list[str] = []
-    for _, name in sorted((int(k), v) for k, v in values.items()):
-        if name not in names:
-            names.append(name)
-    return names
-
-
-def _declared_mask_map(meta: dict, declared, problems: list[str], path: Path):
-    """(stored value, class index) pairs from dataset.json ``mask_values``, or ()."""
-    values = meta.get("mask_values")
-    if not values:
-        return ()
-    names = list(declared) if declared is not None else _mapped_class_names(values)
-    unknown = sorted({v for v in values.values() if v not in names})
-    if unknown:
-        problems.append(f"{path}: mask_values name classes {unknown} not in mask_classes {names}")
-        return ()
-    if len(names) >= MISSING_MASK:
-        problems.append(f"{path}: {len(names)} mask classes; at most {MISSING_MASK - 1}")
-        return ()
-    return tuple(sorted((int(k), names.index(v)) for k, v in values.items()))
 
 
 def validation_fold(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_ynet.dataset import MISSING_MASK
+from keras_ynet.masks import MISSING_MASK
 from keras_ynet.layers import PACKAGE
 from keras_ynet.run_config import COUPLINGS
 
