@@ -9,8 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_ynet.masks import MISSING_MASK
 from keras_ynet.layers import PACKAGE
+from keras_ynet.masks import MISSING_MASK
 from keras_ynet.run_config import COUPLINGS
 
 CIRCLE_GAMMA = 32.0
