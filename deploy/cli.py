@@ -134,6 +134,12 @@ def _add_sources(parser: argparse.ArgumentParser, allow_files: bool) -> None:
         default="train",
         help="labels.csv rows to index with --data (default: train)",
     )
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="index files outside the --data / --images folder (absolute paths, '..', "
+        "symbolic links leaving it); refused by default",
+    )
     if allow_files:
         parser.add_argument("files", nargs="*", type=Path, metavar="IMAGE", help="image files")
 
@@ -163,7 +169,7 @@ def cmd_build(args) -> int:
     encoder = _open_encoder(args)
     index = HammingIndex(
         bits=encoder.bits,
-        fingerprint=encoder.fingerprint,
+        fingerprint=encoder.codes_id,  # model + float/int8: what the codes are
         n_trees=args.n_trees,
         search_k=args.search_k,
         backend=args.backend,
@@ -178,7 +184,7 @@ def cmd_build(args) -> int:
         index.save(args.out)
     kind = "annoy" if index.uses_annoy() else "exact"
     print(
-        f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.fingerprint}, "
+        f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.codes_id}, "
         f"{kind}) -> {args.out}"
     )
     return 0
@@ -289,13 +295,38 @@ def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) ->
             rank=h.rank,
             distance=h.distance,
             label=str(h.metadata.get("label", "")),
+            withheld=_not_the_indexed_image(encoder, h, bits),
         )
         for h, bits in zip(hits, hit_bits, strict=True)
     ]
     query = report.Entry(args.image.name, args.image, query_bits)
-    source = f"encoder {encoder.model_path} ({encoder.fingerprint}), index {args.index}"
+    source = f"encoder {encoder.model_path} ({encoder.codes_id}), index {args.index}"
     content = report.Report(query, entries, grid, grid_note=note, source=source)
     return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
+
+
+def _not_the_indexed_image(encoder: Encoder, hit: Hit, bits: np.ndarray) -> str:
+    """Why a hit's file must not go into the report ('' when it may).
+
+    The report is for sharing and inlines the images it shows, and ``path`` is only what
+    index.json says: an edited or foreign index could name any file on this machine. A
+    file is shown only if it encodes to the hit's indexed code, i.e. it is (as far as the
+    codes can tell) the image that was indexed; without knowing a private file's code no
+    index can name it into a report.
+    """
+    path = hit.metadata.get("path")
+    if not path:
+        return ""  # load_tile says there is no file
+    try:
+        code = encoder.encode_file(path)
+    except (ValueError, OSError):
+        return ""  # missing or unreadable: load_tile's own note says so, nothing is read
+    if not np.array_equal(code, bits):
+        return (
+            f"{path} does not encode to the indexed code of {hit.id!r} (changed since it was "
+            "indexed, or not the indexed image); not shown"
+        )
+    return ""
 
 
 def _hit_codes(folder: Path, hits: list[Hit], bits: int) -> np.ndarray:
@@ -312,22 +343,37 @@ def _open_encoder(args) -> Encoder:
 
 
 def _load_index(folder: Path, encoder: Encoder, encoder_path: Path) -> HammingIndex:
-    """Loads ``folder``, refusing an index made by another encoder or bit length."""
+    """Loads ``folder``, refusing an index made by another encoder, code kind (float or
+    int8) or bit length: codes of another kind are at wrong distances from the query."""
     try:
         return HammingIndex.load(
-            folder, expected_fingerprint=encoder.fingerprint, expected_bits=encoder.bits
+            folder, expected_fingerprint=encoder.codes_id, expected_bits=encoder.bits
         )
-    except ValueError as err:
-        # The two refusals name what was expected: this encoder's fingerprint or bits.
-        if f"expected {encoder.bits}" in str(err) or repr(encoder.fingerprint) in str(err):
-            raise ValueError(f"{err} (the encoder is {encoder_path})") from None
-        raise
+    except index_store.IndexMismatchError as err:
+        stored = _sidecar_fingerprint(folder)
+        why = ""
+        if stored.split("+")[0] == encoder.fingerprint and stored != encoder.codes_id:
+            why = (
+                f"; the index holds {stored.partition('+')[2] or 'unlabelled'} codes of this "
+                f"model, the encoder makes {encoder.codes_id.partition('+')[2]} codes"
+            )
+        raise index_store.IndexMismatchError(
+            f"{err}{why} (the encoder is {encoder_path})"
+        ) from None
+
+
+def _sidecar_fingerprint(folder: Path) -> str:
+    try:
+        value = _sidecar(atomic.recover_directory(folder)).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def _items(args) -> list[sources.Item]:
     if args.data is not None:
-        return sources.dataset_items(args.data, args.split)
-    return sources.folder_items(args.images)
+        return sources.dataset_items(args.data, args.split, args.allow_outside_paths)
+    return sources.folder_items(args.images, args.allow_outside_paths)
 
 
 def _encode(encoder: Encoder, items: list[sources.Item], args) -> EncodeResult:

@@ -40,10 +40,12 @@ def _font(size: int = 11):
         return ImageFont.load_default()
 
 
-def load_tile(path: Path | None, size: int = TILE) -> tuple[Image.Image, str]:
+def load_tile(path: Path | None, size: int = TILE, withheld: str = "") -> tuple[Image.Image, str]:
     """The image squashed to a square as the encoder sees it (RGB), and '' ; or a
-    placeholder and a note saying why there is no image."""
+    placeholder and a note saying why there is no image (``withheld``: not opened)."""
     try:
+        if withheld:
+            raise ValueError(withheld)
         if path is None:
             raise ValueError("no image file recorded")
         return Image.fromarray(preprocess.prepare_image(preprocess.load_image(path), size, 3)), ""
@@ -112,7 +114,9 @@ class _Panels:
 
 
 def panels_of(report: Report, entry: Entry, query_tile) -> _Panels:
-    tile, note = query_tile if entry is report.query else load_tile(entry.path)
+    tile, note = (
+        query_tile if entry is report.query else load_tile(entry.path, TILE, entry.withheld)
+    )
     plain = draw_mask(tile, entry.mask) if entry.mask is not None else tile
     if entry is report.query:
         return _Panels(entry, [("query", plain)], note, None)

@@ -7,6 +7,7 @@ runs two real ``deploy`` processes.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from test_bad_input_corpus import make_encoder, write_png
 from deploy import atomic
 from deploy import cli as deploy_cli
 from deploy.index import HammingIndex
+from deploy.report_render import _png64, load_tile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -255,6 +257,7 @@ import sys
 import numpy as np
 from deploy import atomic
 from deploy.index import HammingIndex
+from deploy.report_render import _png64, load_tile
 index = HammingIndex(bits=64, fingerprint="enc-1", backend="annoy", n_trees=2)
 index.batch_add(np.random.default_rng(0).integers(0, 2, (20, 64), dtype=np.uint8), range(20))
 index.build()
@@ -309,6 +312,7 @@ def test_build_after_a_crashed_swap_recovers_first_and_refuses(encoder, pngs, tm
 LOAD = r"""
 import sys
 from deploy.index import HammingIndex
+from deploy.report_render import _png64, load_tile
 try:
     HammingIndex.load(sys.argv[1])
 except ValueError as err:
@@ -379,3 +383,79 @@ def test_explain_never_overwrites_the_query_a_dataset_image_or_a_file(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == ["data", "model.keras", "scan.png", "why.html"]
     assert run("--out", tmp_path / "why.html", "--overwrite")[0] == 0
     assert (tmp_path / "why.html").read_text().startswith("<!DOCTYPE html>")
+
+
+# 6. Files from outside the dataset ----------------------------------------------------------
+
+
+def outside_dataset(tmp_path, pngs, image: str) -> Path:
+    """A dataset folder with one good row and one row whose image is ``image``."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(pngs[0], root / "images" / "a.png")
+    (tmp_path / "private.png").write_bytes(pngs[1].read_bytes())
+    (root / "images" / "link.png").symlink_to(tmp_path / "private.png")
+    rows = ["id,image,label,split", "a,images/a.png,x,train", f"b,{image},x,train"]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("image", ["ABSOLUTE", "../private.png", "images/link.png"])
+def test_dataset_rows_leaving_the_folder_are_refused_unless_allowed(
+    encoder, pngs, tmp_path, capsys, image
+):
+    image = str(tmp_path / "private.png") if image == "ABSOLUTE" else image
+    root = outside_dataset(tmp_path, pngs, image)
+    build = ["index", "build", "--encoder", encoder, "--data", root]
+    rc, out, err = cli(capsys, *build, "--out", tmp_path / "i1")
+    assert rc == 1 and out == ""
+    assert err == (
+        f"error: {root / 'labels.csv'} line 3: {image!r} is outside {root} (absolute, '..' or "
+        "a symbolic link leaving it); refused unless dataset.json has "
+        '"allow_outside_paths": true or --allow-outside-paths is given\n'
+    )
+    assert not (tmp_path / "i1").exists()
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i2", "--allow-outside-paths")
+    assert rc == 0, err
+    assert ids_of(tmp_path / "i2") == ["a", "b"]
+    (root / "dataset.json").write_text('{"allow_outside_paths": true}')
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i3")
+    assert rc == 0, err
+
+
+def test_image_folder_link_leaving_it_is_refused_unless_allowed(encoder, pngs, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(pngs[0], folder / "a.png")
+    (folder / "z.png").symlink_to(pngs[1])
+    build = ["index", "build", "--encoder", encoder, "--images", folder]
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i1")
+    assert rc == 1
+    assert err == (
+        f"error: --images: 'z.png' is outside {folder} (absolute, '..' or a symbolic link "
+        "leaving it); refused unless --allow-outside-paths is given\n"
+    )
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i2", "--allow-outside-paths")
+    assert rc == 0 and ids_of(tmp_path / "i2") == ["a.png", "z.png"]
+
+
+def test_report_never_shows_a_file_an_edited_index_points_to(encoder, pngs, tmp_path, capsys):
+    images = build(capsys, encoder, tmp_path / "idx", pngs[:3])
+    private = tmp_path / "private.png"
+    shutil.copy(pngs[7], private)
+    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
+    victim = sidecar["ids"].index("p1.png")
+    sidecar["metadata"][victim]["path"] = str(private)  # the codes are untouched
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
+    report = tmp_path / "why.html"
+    rc, _, err = cli(capsys, "search", "--index", tmp_path / "idx", "--encoder", encoder,
+                     "--image", images / "p0.png", "-k", 3, "--report", report)  # fmt: skip
+    assert rc == 0, err
+    page = html.unescape(report.read_text())
+    assert page.count("image not shown") == 1
+    assert (
+        f"image not shown: {private} does not encode to the indexed code of 'p1.png' (changed "
+        "since it was indexed, or not the indexed image); not shown" in page
+    )
+    assert _png64(load_tile(private)[0]) not in page  # the private image is not inlined
+    assert _png64(load_tile(images / "p2.png")[0]) in page  # an indexed one is
