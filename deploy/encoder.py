@@ -180,8 +180,7 @@ class Encoder:
         Raises:
             preprocess.ImageError: for a missing, unreadable or unsupported file.
         """
-        image = preprocess.load_image(path, frame=frame)
-        return preprocess.prepare_image(image, self.image_size, self.channels)
+        return preprocess.load_prepared(path, self.image_size, self.channels, frame)
 
     def encode_arrays(self, images: np.ndarray, batch_size: int = 32) -> EncodeResult:
         """Codes of prepared images: uint8 (N, S, S, C); ids are 0..N-1.
