@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from deploy import preprocess
+from deploy.errors import printable
 from deploy.report import Entry, HashGrid, Report, cell_agreement
 
 TILE = 160  # side of every image tile, pixels
@@ -48,7 +49,7 @@ def load_tile(path: Path | None, size: int = TILE, withheld: str = "") -> tuple[
             raise ValueError(withheld)
         if path is None:
             raise ValueError("no image file recorded")
-        return Image.fromarray(preprocess.prepare_image(preprocess.load_image(path), size, 3)), ""
+        return Image.fromarray(preprocess.load_prepared(path, size, 3)), ""
     except (ValueError, OSError) as err:  # preprocess.ImageError is a ValueError
         tile = Image.new("RGB", (size, size), (215, 215, 215))
         draw = ImageDraw.Draw(tile)
@@ -223,6 +224,7 @@ def _sheet_legend(draw, report: Report, x: int, y: int) -> None:
 
 def _text(draw, xy, text: str, width: int, colour=INK) -> None:
     """One line of text at ``xy``, cut with "..." to fit ``width`` pixels."""
+    text = printable(text)  # a line break in a file name or id would break the line
     font = _font()
     if draw.textlength(text, font=font) > width:
         while text and draw.textlength(text + "...", font=font) > width:

@@ -62,6 +62,10 @@ def build_contract(
                 "sixteen_bit_other": "high byte (v16 >> 8): 16-bit RGB, RGBA and grey+alpha",
                 "low_bit_grey": "1, 2, 4-bit grey: v8 = floor(v * 255 / (2 ** depth - 1) + 0.5)",
                 "transparency_chunk": "ignored: pixels keep their colour",
+                # Training read the pixels as stored; a host that rotated would give
+                # other bits for every file carrying the tag.
+                "orientation": "EXIF (and PNG eXIf) orientation tags are ignored: the "
+                "pixels are used as stored, never rotated or flipped",
                 "dicom": {
                     "detect": "'DICM' at byte 128, or a .dcm / .dicom file name",
                     "grey": "float64 throughout: stored value s (bits above BitsStored "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -459,3 +460,125 @@ def test_report_never_shows_a_file_an_edited_index_points_to(encoder, pngs, tmp_
     )
     assert _png64(load_tile(private)[0]) not in page  # the private image is not inlined
     assert _png64(load_tile(images / "p2.png")[0]) in page  # an indexed one is
+
+
+# 7. Names from files, the same file twice, bounds -------------------------------------------
+
+
+def test_ids_labels_and_paths_are_printed_escaped(encoder, pngs, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(pngs[0], root / "a.png")
+    (root / "labels.csv").write_text(
+        'id,image,label,split\n"a\x1b[2J\x1b[31mX",a.png,"l\x07\nfake row",train\n'
+    )
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--data", root, "--out",
+                     tmp_path / "idx")  # fmt: skip
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "search", "--index", tmp_path / "idx", "--encoder", encoder,
+                       "--image", pngs[0])  # fmt: skip
+    assert rc == 0, err
+    assert re.split(r"\s{2,}", out.splitlines()[1])[:4] == [
+        "1",
+        "a\\x1b[2J\\x1b[31mX",
+        "0",
+        "l\\x07\\nfake row",
+    ]
+    assert "\x1b" not in out and "\x07" not in out and len(out.splitlines()) == 2
+
+
+def test_newline_in_a_file_name_does_not_break_the_report(encoder, pngs, tmp_path, capsys):
+    folder = build(capsys, encoder, tmp_path / "idx", pngs[:2])
+    odd = folder / "two\nlines.png"
+    os.rename(folder / pngs[1].name, odd)
+    (tmp_path / "idx").rename(tmp_path / "old")  # re-index with the odd name
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", folder,
+                     "--out", tmp_path / "idx")  # fmt: skip
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "search", "--index", tmp_path / "idx", "--encoder", encoder,
+                       "--image", odd, "--report", tmp_path / "why.html")  # fmt: skip
+    assert rc == 0, err
+    assert "two\\nlines.png" in out.splitlines()[1]
+    assert out.splitlines()[-1] == f"wrote {tmp_path / 'why.html'} and {tmp_path / 'why.png'}"
+    assert (tmp_path / "why.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_same_file_under_two_ids_is_refused(encoder, pngs, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(pngs[0], folder / "a.png")
+    shutil.copy(pngs[1], folder / "b.png")
+    os.link(folder / "a.png", folder / "c.png")  # a hard link: one file, two names
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", folder,
+                     "--out", tmp_path / "idx")  # fmt: skip
+    assert rc == 1 and err == (
+        f"error: ids 'a.png' and 'c.png' are the same file ({folder / 'c.png'}): an image is "
+        "indexed once; remove one of them\n"
+    )
+    (folder / "c.png").unlink()
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", folder,
+                     "--out", tmp_path / "idx")  # fmt: skip
+    assert rc == 0, err
+    link = tmp_path / "link.png"
+    link.symlink_to(folder / "b.png")
+    rc, _, err = cli(capsys, "index", "add", "--index", tmp_path / "idx", "--encoder", encoder,
+                     link)  # fmt: skip
+    assert rc == 1 and err == (
+        f"error: ids 'b.png' and '{link}' are the same file ({link}): an image is indexed "
+        "once; remove one of them\n"
+    )
+    assert ids_of(tmp_path / "idx") == ["a.png", "b.png"]
+
+
+def test_threads_beyond_the_cpus_is_a_usage_error(encoder, pngs, tmp_path, capsys):
+    cpus = deploy_cli.usable_cpus()
+    with pytest.raises(SystemExit) as done:
+        deploy_cli.main(["search", "--index", str(tmp_path), "--encoder", str(encoder),
+                         "--image", str(pngs[0]), "--threads", str(cpus + 1)])  # fmt: skip
+    assert done.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(
+            f"error: --threads {cpus + 1} is more than the {cpus} CPU(s) this process may use"
+        )
+    )
+
+
+def test_huge_k_and_search_k_on_annoy_return_everything(tmp_path):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 2, (40, 64), dtype=np.uint8)
+    for search_k in (-1, 10**30):
+        index = HammingIndex(bits=64, fingerprint="f", backend="annoy", search_k=search_k)
+        index.batch_add(codes, list(range(40)))
+        index.build()
+        index.save(tmp_path / f"i{search_k}")
+        loaded = HammingIndex.load(tmp_path / f"i{search_k}")
+        for k in (2**31, 10**12):
+            hits = loaded.lookup(codes[3], k=k)
+            assert len(hits) == 40 and (hits[0].id, hits[0].distance) == (3, 0)
+
+
+def test_outputs_under_a_file_and_bad_sidecar_paths_are_named(encoder, pngs, tmp_path, capsys):
+    images = build(capsys, encoder, tmp_path / "idx", pngs[:2])
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", images,
+                     "--out", tmp_path / "afile" / "sub" / "idx")  # fmt: skip
+    assert rc == 1 and err == (
+        f"error: --out {tmp_path / 'afile' / 'sub' / 'idx'}: cannot create the folder "
+        f"{tmp_path / 'afile' / 'sub'}: a part of it is a file\n"
+    )
+    search = ["search", "--index", tmp_path / "idx", "--encoder", encoder, "--image", pngs[0]]
+    rc, _, err = cli(capsys, *search, "--report", tmp_path / "afile" / "r.html")
+    assert rc == 1 and err == (
+        f"error: --report {tmp_path / 'afile' / 'r.html'}: cannot create the folder "
+        f"{tmp_path / 'afile'}: a part of it is a file\n"
+    )
+    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
+    sidecar["metadata"][1]["path"] = ["not", "a", "path"]
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
+    rc, _, err = cli(capsys, *search)
+    assert rc == 1 and err == (
+        f"error: index sidecar {tmp_path / 'idx' / 'index.json'} is corrupted: metadata 'path' "
+        f"of item 1 ({sidecar['ids'][1]!r}) is ['not', 'a', 'path'], not text\n"
+    )
