@@ -22,7 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from deploy import codes, preprocess
-from deploy.contract import CONTRACT_FILE, ContractError, EncoderContract, load_contract
+from deploy.contract import (
+    CONTRACT_FILE,
+    ContractError,
+    EncoderContract,
+    codes_identity,
+    load_contract,
+)
 from deploy.runtime import ONNX_SUFFIX, TensorInfo, dequantise, open_runtime
 
 
@@ -83,8 +89,11 @@ class Encoder:
         self.bits = contract.bits
         self.fingerprint = contract.fingerprint
         self.class_names = list(contract.class_names)
-        self.kind = next(k for k, name in contract.files.items() if name == model_path.name)
-        self.codes_id = contract.artifacts[self.kind]["codes"]
+        kinds = [k for k, name in contract.files.items() if name == model_path.name]
+        if not kinds:
+            raise EncoderError(f"{model_path.name} is not one of the models {contract.path} names")
+        self.kind = kinds[0]
+        self.codes_id = codes_identity(contract.fingerprint, self.kind)
         self._check_interface()
 
     @classmethod
