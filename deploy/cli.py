@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from deploy import atomic, codes, index_store, report, sources
 from deploy.encoder import Encoder, EncodeResult
-from deploy.errors import error_line
+from deploy.errors import error_line, printable
 from deploy.index import BACKENDS, CODES_FILE, SIDECAR_FILE, HammingIndex, Hit
 
 
@@ -134,6 +135,12 @@ def _add_sources(parser: argparse.ArgumentParser, allow_files: bool) -> None:
         default="train",
         help="labels.csv rows to index with --data (default: train)",
     )
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="index files outside the --data / --images folder (absolute paths, '..', "
+        "symbolic links leaving it); refused by default",
+    )
     if allow_files:
         parser.add_argument("files", nargs="*", type=Path, metavar="IMAGE", help="image files")
 
@@ -144,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--batch-size and --threads must be >= 1")
+    cpus = usable_cpus()
+    if args.threads is not None and args.threads > cpus:
+        # More runtime threads than CPUs only adds switching (and a huge number makes
+        # the runtime fail deep inside); a usage error names the limit instead.
+        parser.error(
+            f"--threads {args.threads} is more than the {cpus} CPU(s) this process may use"
+        )
     try:
         if args.command == "search":
             return cmd_search(args)
@@ -158,28 +172,75 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _make_parent(flag: str, path: Path) -> None:
+    """Creates the folder ``path`` goes into; one error naming the flag when it cannot."""
+    parent = atomic.real_path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(
+            f"{flag} {path}: cannot create the folder {parent}: a part of it is a file"
+        ) from None
+    except OSError as err:
+        raise ValueError(
+            f"{flag} {path}: cannot create the folder {parent}: {err.strerror}"
+        ) from None
+
+
+def _refuse_same_files(items: list[sources.Item], indexed: list[tuple[str, str]] = ()) -> None:
+    """Refuses two items that are one file (same path, link or hard link).
+
+    One image under two ids would be two entries at distance 0 of each other: every
+    search would return it twice and push a real neighbour out of the top k. Files are
+    compared by device and inode, so a symbolic link or a hard link counts as the same
+    file; ``indexed`` holds (id, path) of the items already in the index.
+    """
+    seen: dict[tuple[int, int], str] = {}
+    for item_id, path in [*indexed, *((item.id, str(item.path)) for item in items)]:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            continue  # a missing file is reported by the encoder
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise ValueError(
+                f"ids {printable(seen[key])!r} and {printable(item_id)!r} are the same file "
+                f"({printable(path)}): an image is indexed once; remove one of them"
+            )
+        seen[key] = item_id
+
+
 def cmd_build(args) -> int:
     _refuse_existing_index(args)  # at once, before the encoding; again under the lock
     encoder = _open_encoder(args)
     index = HammingIndex(
         bits=encoder.bits,
-        fingerprint=encoder.fingerprint,
+        fingerprint=encoder.codes_id,  # model + float/int8: what the codes are
         n_trees=args.n_trees,
         search_k=args.search_k,
         backend=args.backend,
     )  # before encoding: bad settings fail at once
     items = _items(args)
+    _refuse_same_files(items)
+    _make_parent("--out", args.out)
     result = _encode(encoder, items, args)
     _add_to(index, items, result)
     index.build()
-    atomic.real_path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with index_store.writer_lock(args.out, args.lock_timeout, _waiting(args.out)):
         _refuse_existing_index(args)  # another build may have finished meanwhile
         index.save(args.out)
     kind = "annoy" if index.uses_annoy() else "exact"
     print(
-        f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.fingerprint}, "
-        f"{kind}) -> {args.out}"
+        f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.codes_id}, "
+        f"{kind}) -> {printable(args.out)}"
     )
     return 0
 
@@ -221,6 +282,8 @@ def _add_locked(args, encoder: Encoder) -> int:
         raise ValueError(
             f"{len(known)} id(s) already in {args.index}, e.g. {known[0]!r}; nothing was added"
         )
+    stored = [(i, m.get("path")) for i, m in zip(index._ids, index._metadata, strict=True)]
+    _refuse_same_files(items, [(str(i), p) for i, p in stored if isinstance(p, str) and p])
     result = _encode(encoder, items, args)
     _add_to(index, items, result)
     if args.compact:
@@ -245,6 +308,9 @@ def cmd_search(args) -> int:
             f"--report {args.report} and the sheet would be the same file; use --sheet"
         )
     _refuse_overwrites(args, sheet, index)  # before anything is encoded or written
+    for flag, path in (("--report", args.report), ("--sheet", sheet)):
+        if path is not None:
+            _make_parent(flag, path)
     query_bits = encoder.encode_file(args.image, frame=args.frame)
     hits = index.lookup(query_bits, k=args.k)
     if args.json:
@@ -256,7 +322,8 @@ def cmd_search(args) -> int:
         written = _write_report(args, encoder, query_bits, hits, sheet)
         # With --json, stdout stays one JSON document.
         print(
-            f"wrote {' and '.join(map(str, written))}", file=sys.stderr if args.json else sys.stdout
+            f"wrote {' and '.join(map(printable, written))}",
+            file=sys.stderr if args.json else sys.stdout,
         )
     return 0
 
@@ -289,13 +356,38 @@ def _write_report(args, encoder: Encoder, query_bits, hits: list[Hit], sheet) ->
             rank=h.rank,
             distance=h.distance,
             label=str(h.metadata.get("label", "")),
+            withheld=_not_the_indexed_image(encoder, h, bits),
         )
         for h, bits in zip(hits, hit_bits, strict=True)
     ]
     query = report.Entry(args.image.name, args.image, query_bits)
-    source = f"encoder {encoder.model_path} ({encoder.fingerprint}), index {args.index}"
+    source = f"encoder {encoder.model_path} ({encoder.codes_id}), index {args.index}"
     content = report.Report(query, entries, grid, grid_note=note, source=source)
     return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
+
+
+def _not_the_indexed_image(encoder: Encoder, hit: Hit, bits: np.ndarray) -> str:
+    """Why a hit's file must not go into the report ('' when it may).
+
+    The report is for sharing and inlines the images it shows, and ``path`` is only what
+    index.json says: an edited or foreign index could name any file on this machine. A
+    file is shown only if it encodes to the hit's indexed code, i.e. it is (as far as the
+    codes can tell) the image that was indexed; without knowing a private file's code no
+    index can name it into a report.
+    """
+    path = hit.metadata.get("path")
+    if not path:
+        return ""  # load_tile says there is no file
+    try:
+        code = encoder.encode_file(path)
+    except (ValueError, OSError):
+        return ""  # missing or unreadable: load_tile's own note says so, nothing is read
+    if not np.array_equal(code, bits):
+        return (
+            f"{path} does not encode to the indexed code of {hit.id!r} (changed since it was "
+            "indexed, or not the indexed image); not shown"
+        )
+    return ""
 
 
 def _hit_codes(folder: Path, hits: list[Hit], bits: int) -> np.ndarray:
@@ -312,22 +404,37 @@ def _open_encoder(args) -> Encoder:
 
 
 def _load_index(folder: Path, encoder: Encoder, encoder_path: Path) -> HammingIndex:
-    """Loads ``folder``, refusing an index made by another encoder or bit length."""
+    """Loads ``folder``, refusing an index made by another encoder, code kind (float or
+    int8) or bit length: codes of another kind are at wrong distances from the query."""
     try:
         return HammingIndex.load(
-            folder, expected_fingerprint=encoder.fingerprint, expected_bits=encoder.bits
+            folder, expected_fingerprint=encoder.codes_id, expected_bits=encoder.bits
         )
-    except ValueError as err:
-        # The two refusals name what was expected: this encoder's fingerprint or bits.
-        if f"expected {encoder.bits}" in str(err) or repr(encoder.fingerprint) in str(err):
-            raise ValueError(f"{err} (the encoder is {encoder_path})") from None
-        raise
+    except index_store.IndexMismatchError as err:
+        stored = _sidecar_fingerprint(folder)
+        why = ""
+        if stored.split("+")[0] == encoder.fingerprint and stored != encoder.codes_id:
+            why = (
+                f"; the index holds {stored.partition('+')[2] or 'unlabelled'} codes of this "
+                f"model, the encoder makes {encoder.codes_id.partition('+')[2]} codes"
+            )
+        raise index_store.IndexMismatchError(
+            f"{err}{why} (the encoder is {encoder_path})"
+        ) from None
+
+
+def _sidecar_fingerprint(folder: Path) -> str:
+    try:
+        value = _sidecar(atomic.recover_directory(folder)).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def _items(args) -> list[sources.Item]:
     if args.data is not None:
-        return sources.dataset_items(args.data, args.split)
-    return sources.folder_items(args.images)
+        return sources.dataset_items(args.data, args.split, args.allow_outside_paths)
+    return sources.folder_items(args.images, args.allow_outside_paths)
 
 
 def _encode(encoder: Encoder, items: list[sources.Item], args) -> EncodeResult:
@@ -357,7 +464,7 @@ def _failure(path: str, message: str) -> str:
 def _print_failures(failures) -> None:
     print(f"skipped {len(failures)} bad files:", file=sys.stderr)
     for path, message in failures:
-        print(f"  {_failure(path, message)}", file=sys.stderr)
+        print(f"  {printable(_failure(path, message))}", file=sys.stderr)
 
 
 def _add_to(index: HammingIndex, items: list[sources.Item], result: EncodeResult) -> None:
@@ -382,7 +489,8 @@ def _hit_json(hit: Hit) -> dict:
 
 def _table(hits: list[Hit]) -> str:
     header = ("rank", "id", "distance", "label", "path")
-    rows = [header] + [tuple(str(v) for v in _hit_json(h).values()) for h in hits]
+    # Ids, labels and paths come from files: printed escaped, never as terminal codes.
+    rows = [header] + [tuple(printable(v) for v in _hit_json(h).values()) for h in hits]
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

@@ -21,8 +21,16 @@ Format version 1 (see ``export/README.md`` for the meaning of each field)::
       "files": {"onnx": "encoder.onnx", "tflite": "encoder.tflite",
                 "tflite_int8": "encoder_int8.tflite"},
       "tflite_signature": "serving_default",
-      "hash_grid": {"rows": h, "cols": w, "bits_per_cell": c}
+      "hash_grid": {"rows": h, "cols": w, "bits_per_cell": c},
+      "artifacts": {"onnx": {"sha256": "...", "codes": "<fingerprint>+float"}, ...}
     }
+
+``artifacts`` says, per model file, what exactly was exported: the sha256 of the file's
+bytes and the identity of the codes it makes (:func:`codes_identity`). The device
+encoder hashes the file it loads and refuses it when the hash differs (an altered or
+swapped file), and an index records the codes identity of the encoder that filled it,
+so int8 codes never mix with float codes (:mod:`deploy.encoder`). Contracts written
+before it was recorded lack it; the device refuses their models (re-export).
 
 ``hash_grid`` (optional: contracts exported before it was recorded lack it) says where
 each bit comes from: the hash head pools the core node to an h x w grid of image regions
@@ -48,6 +56,27 @@ VALID_BITS = (32, 64, 128, 256)
 FILE_KEYS = ("onnx", "tflite", "tflite_int8")
 COLOUR = {1: "grey", 3: "rgb"}
 HASH_GRID_KEYS = ("rows", "cols", "bits_per_cell")
+# Which codes a model file makes. Both float exports must give the Keras bits on every
+# parity image or the export fails, so they share one identity; the int8 model is only
+# measured (its bits differ), so its codes are another kind and never share an index.
+CODE_KINDS = {"onnx": "float", "tflite": "float", "tflite_int8": "int8"}
+
+
+def codes_identity(fingerprint: str, kind: str) -> str:
+    """What an index records about the codes of the ``kind`` artifact of an export:
+    the Keras model fingerprint and the number kind (``"<fingerprint>+float"``)."""
+    return f"{fingerprint}+{CODE_KINDS[kind]}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ContractError(ValueError):
@@ -71,6 +100,8 @@ class EncoderContract:
         tflite_signature: the LiteRT signature key.
         hash_grid: (rows, cols, bits_per_cell) of the bit layout, or None when the
             contract does not record it (exported before it was).
+        artifacts: per artifact kind, ``{"sha256": hex, "codes": identity}``; empty for
+            a contract written before files were hashed.
         raw: the whole JSON object.
     """
 
@@ -86,6 +117,7 @@ class EncoderContract:
     code_output: str = CODE_OUTPUT
     tflite_signature: str = "serving_default"
     hash_grid: tuple[int, int, int] | None = None
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -233,6 +265,7 @@ def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
         problems.append(f"tflite_signature: expected str, got {signature!r}")
 
     hash_grid = _hash_grid(data.get("hash_grid"), bits, problems)
+    artifacts = _artifacts(data.get("artifacts"), files, fingerprint, problems)
 
     if problems:
         raise ContractError(f"{where}: invalid encoder contract:\n  " + "\n  ".join(problems))
@@ -249,6 +282,7 @@ def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
         code_output=names["code"],
         tflite_signature=signature,
         hash_grid=hash_grid,
+        artifacts=artifacts,
         raw=data,
     )
 
@@ -271,3 +305,29 @@ def _hash_grid(grid, bits: int | None, problems: list[str]) -> tuple[int, int, i
         )
         return None
     return values
+
+
+def _artifacts(value, files: dict, fingerprint: str | None, problems: list[str]) -> dict:
+    """The optional ``artifacts``: one ``{"sha256", "codes"}`` per kind in ``files``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"artifacts: expected an object, got {value!r}")
+        return {}
+    out = {}
+    for kind, entry in value.items():
+        if kind not in files or kind not in CODE_KINDS:
+            problems.append(f"artifacts.{kind}: not an artifact named in files")
+            continue
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(sha, str) or len(sha) != 64 or set(sha) - set("0123456789abcdef"):
+            problems.append(f"artifacts.{kind}.sha256: expected 64 hex digits, got {sha!r}")
+            continue
+        want = codes_identity(fingerprint, kind) if fingerprint is not None else None
+        if entry.get("codes") != want:
+            problems.append(
+                f"artifacts.{kind}.codes: expected {want!r}, got {entry.get('codes')!r}"
+            )
+            continue
+        out[kind] = {"sha256": sha, "codes": want}
+    return out

@@ -12,6 +12,7 @@ No TensorFlow: numpy, Pillow, tqdm and one runtime (ONNX Runtime or LiteRT).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from deploy import codes, preprocess
-from deploy.contract import CONTRACT_FILE, ContractError, EncoderContract, load_contract
+from deploy.contract import (
+    CONTRACT_FILE,
+    ContractError,
+    EncoderContract,
+    codes_identity,
+    load_contract,
+)
 from deploy.runtime import ONNX_SUFFIX, TensorInfo, dequantise, open_runtime
 
 
@@ -61,6 +68,10 @@ class Encoder:
 
     Attributes:
         image_size, channels, bits, fingerprint, class_names: from the contract.
+        kind: the artifact kind of the model file (``onnx``, ``tflite``, ``tflite_int8``).
+        codes_id: the identity of its codes (``"<fingerprint>+float"`` or ``+int8``), what
+            an index records and checks: int8 codes differ from float codes, so an index
+            filled by one kind of model is refused to the other.
 
     Example:
         >>> encoder = Encoder.open("artifacts/encoder.onnx")
@@ -78,6 +89,11 @@ class Encoder:
         self.bits = contract.bits
         self.fingerprint = contract.fingerprint
         self.class_names = list(contract.class_names)
+        kinds = [k for k, name in contract.files.items() if name == model_path.name]
+        if not kinds:
+            raise EncoderError(f"{model_path.name} is not one of the models {contract.path} names")
+        self.kind = kinds[0]
+        self.codes_id = codes_identity(contract.fingerprint, self.kind)
         self._check_interface()
 
     @classmethod
@@ -107,8 +123,9 @@ class Encoder:
                 f"{path.name} is not one of the models {contract.path} describes "
                 f"({', '.join(sorted(contract.files.values()))})"
             )
+        content = _checked_bytes(path, contract)
         try:
-            runtime = open_runtime(path, num_threads, contract.tflite_signature)
+            runtime = open_runtime(path, num_threads, contract.tflite_signature, content)
         except ValueError as err:  # unknown suffix, unreadable model, missing signature
             raise EncoderError(str(err)) from None
         return cls(path, contract, runtime)
@@ -172,8 +189,7 @@ class Encoder:
         Raises:
             preprocess.ImageError: for a missing, unreadable or unsupported file.
         """
-        image = preprocess.load_image(path, frame=frame)
-        return preprocess.prepare_image(image, self.image_size, self.channels)
+        return preprocess.load_prepared(path, self.image_size, self.channels, frame)
 
     def encode_arrays(self, images: np.ndarray, batch_size: int = 32) -> EncodeResult:
         """Codes of prepared images: uint8 (N, S, S, C); ids are 0..N-1.
@@ -259,6 +275,33 @@ class Encoder:
                 f"sign bits of {self.contract.hash_output!r}; the export is broken"
             )
         return code
+
+
+def _checked_bytes(path: Path, contract: EncoderContract) -> bytes:
+    """The model file's bytes, refused unless they hash to what the contract recorded.
+
+    The bytes that were hashed are the bytes the runtime loads (no second read), so a
+    file replaced between the check and the load cannot slip through.
+    """
+    kind = next(k for k, name in contract.files.items() if name == path.name)
+    recorded = contract.artifacts.get(kind)
+    if recorded is None:
+        raise EncoderError(
+            f"{contract.path} records no sha256 for {path.name} (exported before model files "
+            "were hashed): re-export the model"
+        )
+    try:
+        content = path.read_bytes()
+    except OSError as err:
+        raise EncoderError(f"cannot read encoder model {path}: {err}") from None
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != recorded["sha256"]:
+        raise EncoderError(
+            f"{path} was altered or replaced: its sha256 {actual[:16]}... is not the "
+            f"{recorded['sha256'][:16]}... that {contract.path} records; use the exported file "
+            "or re-export"
+        )
+    return content
 
 
 def _shape(shape) -> str:

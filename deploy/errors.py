@@ -9,6 +9,19 @@ errors alike. Standard library only: the device imports it without TensorFlow.
 from __future__ import annotations
 
 
+def printable(text) -> str:
+    """``str(text)`` with every non-printable character written as a Python escape.
+
+    Ids, labels and file names come from files anyone can write; printed raw, an escape
+    sequence in one could rewrite the terminal (colours, cursor moves, a fake prompt) and
+    a line break could forge an output line. ``"a\x1b[2Jb"`` prints as ``a\x1b[2Jb``.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line(text: str) -> str:
     """``text`` on one line: its non-blank lines stripped and joined by single spaces."""
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
@@ -32,6 +45,7 @@ def error_line(err: BaseException) -> str:
     """
     summary = getattr(err, "summary", None)
     message = summary if isinstance(summary, str) else one_line(str(err))
+    message = printable(message)  # names from files stay on one line and inert
     if not isinstance(err, ValueError | OSError | RuntimeError):
         message = f"{type(err).__name__}: {message} (rerun with --debug)"
     return message or type(err).__name__

@@ -31,6 +31,7 @@ from deploy.index_store import (  # noqa: F401  (re-exported: the index's public
 )
 
 BACKENDS = ("auto", "exact", "annoy")
+_ANNOY_MAX_INT = 2**31 - 1
 _ANNOY_ADD_BATCH = 8192  # rows unpacked to Python lists at a time while feeding Annoy
 
 
@@ -279,6 +280,7 @@ class HammingIndex:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if self._n == 0:
             raise ValueError("lookup on an empty index: add codes first")
+        k = min(int(k), self._n)  # "all items if k > len"; Annoy takes only a C int
         q_packed = self._to_packed(queries, "queries")
         q_words = codes.packed_to_words(q_packed)
         words = self._words[: self._n]
@@ -289,6 +291,8 @@ class HammingIndex:
         if self._n > self._n_annoy:
             delta = exact_topk(q_words, words[self._n_annoy :], k)
         search_k = self.search_k if self.search_k != -1 else self.n_trees * int(k)
+        # More candidates than the forest's leaves visit nothing more; Annoy takes a C int.
+        search_k = min(search_k, self.n_trees * self._n_annoy, _ANNOY_MAX_INT)
         q_bits = codes.unpack_bits(q_packed).tolist()
         out_p = np.empty((len(q_packed), kk), np.int64)
         out_d = np.empty((len(q_packed), kk), np.int32)

@@ -245,6 +245,13 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         raise IndexFormatError(f"index sidecar {path} lists duplicate ids")
     if not all(isinstance(m, dict) for m in meta["metadata"]):
         raise IndexFormatError(f"{corrupted}: metadata not dicts")
+    for position, m in enumerate(meta["metadata"]):
+        # The command line opens ``path`` as a file: another type is damage, not a path.
+        if "path" in m and not isinstance(m["path"], str):
+            raise IndexFormatError(
+                f"{corrupted}: metadata 'path' of item {position} ({_short(ids[position])}) "
+                f"is {_short(m['path'])}, not text"
+            )
     return meta
 
 

@@ -156,11 +156,29 @@ def load_image(path: str | Path, frame: int | None = None) -> np.ndarray:
         raise ImageError(f"cannot read image {path}: {e}") from None
 
 
+_STRIP_PIXELS = 1 << 20  # pixels per strip of the 16-bit conversion (8 MiB of int64)
+
+
+def _sixteen_to_eight(img: Image.Image) -> np.ndarray:
+    """16-bit (or 32-bit integer) grey -> uint8 (H, W): ``floor(v / 257 + 0.5)``, clipped.
+
+    Computed as ``floor((2 v + 257) / 514)`` in integers, which is the same number:
+    ``(2 v + 257) / 514`` is never a whole number (odd over even), and no float error
+    reaches the distance 1/514 to the next one. Done a strip of rows at a time, so an
+    8192 x 8192 image needs its 8-bit result and one small strip, not 4 GiB of float64.
+    """
+    width, height = img.size
+    out = np.empty((height, width), np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        strip = np.asarray(img.crop((0, top, width, min(top + rows, height))), np.int64)
+        out[top : top + rows] = np.clip(np.floor_divide(2 * strip + 257, 514), 0, 255)
+    return out
+
+
 def _pillow_to_array(img: Image.Image, path: Path) -> np.ndarray:
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
-        arr = np.asarray(img).astype(np.int64)
-        arr = np.clip(np.floor(arr / 257.0 + 0.5), 0, 255).astype(np.uint8)
-        return arr[..., None]
+        return _sixteen_to_eight(img)[..., None]
     if img.mode in GREY_MODES:
         return np.asarray(img.convert("L"))[..., None]
     if img.mode == "F":
@@ -190,6 +208,60 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
     wr, wg, wb = LUMA_WEIGHTS
     luma = rgb[..., 0] * wr + rgb[..., 1] * wg + rgb[..., 2] * wb
     return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+def load_prepared(
+    path: str | Path, image_size: int, channels: int, frame: int | None = None
+) -> np.ndarray:
+    """``prepare_image(load_image(path, frame), image_size, channels)``, with less memory.
+
+    The same bytes out (the tests compare the two), but no full-size copy is made that
+    the decoded image does not need: 16-bit grey is converted a strip at a time, grey is
+    resized straight from the decoded image, and colour is resized one band at a time
+    (Pillow's bilinear resize treats every band alike, so bands resized apart equal the
+    bands of the RGB resize). An image at the ``MAX_PIXELS`` limit then peaks near its
+    decoded size (8192 x 8192 16-bit grey: 128 MiB, 8000 x 8000 RGB: 244 MiB, which
+    Pillow stores at 4 bytes a pixel) instead of four to eight times it
+    (``bench/bench_decode_memory.py``). Nothing is reduced before the final resize, so
+    the rules of ``encoder.json`` hold for every size.
+
+    Raises:
+        ImageError: as :func:`load_image`.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return prepare_image(load_image(path, frame), image_size, channels)  # its errors
+    from deploy import dicom
+
+    if dicom.is_dicom(path) or (frame is not None and type(frame) is not int):
+        return prepare_image(load_image(path, frame), image_size, channels)
+    img = open_image(path, "image", frame, min_side=MIN_SIDE)
+    try:
+        if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+            img = Image.fromarray(_sixteen_to_eight(img))
+        if img.mode in GREY_MODES:
+            grey = img if img.mode == "L" else img.convert("L")
+            return convert_channels(_fit(grey, image_size)[..., None], channels)
+        if img.mode in COLOUR_MODES:
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            del img  # a converted copy replaces the decoded image
+            # One full-size band at a time: each is dropped before the next is made.
+            arrays = [_fit(rgb.getchannel(i), image_size) for i in range(3)]
+            return convert_channels(np.stack(arrays, axis=-1), channels)
+        # float and unknown modes: refused, with load_image's messages
+        return prepare_image(_pillow_to_array(img, path), image_size, channels)
+    except ImageError:
+        raise
+    except Exception as e:  # a conversion Pillow cannot do for this particular file
+        raise ImageError(f"cannot read image {path}: {e}") from None
+
+
+def _fit(band: Image.Image, image_size: int) -> np.ndarray:
+    """One band as uint8 (S, S), resized only when it is not S x S (as prepare_image)."""
+    if band.size == (image_size, image_size):
+        return np.asarray(band)
+    # Pillow widens the bilinear kernel when shrinking, i.e. it antialiases.
+    return np.asarray(band.resize((image_size, image_size), Image.BILINEAR))
 
 
 def prepare_image(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:

@@ -66,6 +66,9 @@ class Entry:
         bits: its {0, 1} code (bits,), or None.
         rank, distance, label: of a hit ('' label: unknown).
         mask: predicted mask classes (H, W), value 0 = background; drawn when given.
+        withheld: why the file at ``path`` is not shown ('' : it is shown). The search
+            report withholds a hit's file that does not encode to the hit's indexed code:
+            the index names it, but it is not the image that was indexed.
     """
 
     id: str
@@ -75,6 +78,7 @@ class Entry:
     distance: int | None = None
     label: str = ""
     mask: np.ndarray | None = None
+    withheld: str = ""
 
 
 @dataclass

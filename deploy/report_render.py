@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from deploy import preprocess
+from deploy.errors import printable
 from deploy.report import Entry, HashGrid, Report, cell_agreement
 
 TILE = 160  # side of every image tile, pixels
@@ -40,13 +41,15 @@ def _font(size: int = 11):
         return ImageFont.load_default()
 
 
-def load_tile(path: Path | None, size: int = TILE) -> tuple[Image.Image, str]:
+def load_tile(path: Path | None, size: int = TILE, withheld: str = "") -> tuple[Image.Image, str]:
     """The image squashed to a square as the encoder sees it (RGB), and '' ; or a
-    placeholder and a note saying why there is no image."""
+    placeholder and a note saying why there is no image (``withheld``: not opened)."""
     try:
+        if withheld:
+            raise ValueError(withheld)
         if path is None:
             raise ValueError("no image file recorded")
-        return Image.fromarray(preprocess.prepare_image(preprocess.load_image(path), size, 3)), ""
+        return Image.fromarray(preprocess.load_prepared(path, size, 3)), ""
     except (ValueError, OSError) as err:  # preprocess.ImageError is a ValueError
         tile = Image.new("RGB", (size, size), (215, 215, 215))
         draw = ImageDraw.Draw(tile)
@@ -112,7 +115,9 @@ class _Panels:
 
 
 def panels_of(report: Report, entry: Entry, query_tile) -> _Panels:
-    tile, note = query_tile if entry is report.query else load_tile(entry.path)
+    tile, note = (
+        query_tile if entry is report.query else load_tile(entry.path, TILE, entry.withheld)
+    )
     plain = draw_mask(tile, entry.mask) if entry.mask is not None else tile
     if entry is report.query:
         return _Panels(entry, [("query", plain)], note, None)
@@ -219,6 +224,7 @@ def _sheet_legend(draw, report: Report, x: int, y: int) -> None:
 
 def _text(draw, xy, text: str, width: int, colour=INK) -> None:
     """One line of text at ``xy``, cut with "..." to fit ``width`` pixels."""
+    text = printable(text)  # a line break in a file name or id would break the line
     font = _font()
     if draw.textlength(text, font=font) > width:
         while text and draw.textlength(text + "...", font=font) > width:

@@ -49,13 +49,18 @@ class TensorInfo:
         return self.scale != 0.0
 
 
-def open_runtime(path: Path, num_threads: int | None = None, signature: str = "serving_default"):
+def open_runtime(
+    path: Path,
+    num_threads: int | None = None,
+    signature: str = "serving_default",
+    content: bytes | None = None,
+):
     """An :class:`OnnxRuntime` or :class:`LiteRtRuntime`, chosen by the file suffix."""
     suffix = path.suffix.lower()
     if suffix == ONNX_SUFFIX:
-        return OnnxRuntime(path, num_threads)
+        return OnnxRuntime(path, num_threads, content)
     if suffix == TFLITE_SUFFIX:
-        return LiteRtRuntime(path, num_threads, signature)
+        return LiteRtRuntime(path, num_threads, signature, content)
     raise ValueError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or .tflite")
 
 
@@ -65,9 +70,11 @@ class OnnxRuntime:
     Args:
         path: the ``.onnx`` file.
         num_threads: intra-op threads; None lets ONNX Runtime choose (all cores).
+        content: the file's bytes, already read (and checked) by the caller; None reads
+            ``path``.
     """
 
-    def __init__(self, path: Path, num_threads: int | None = None):
+    def __init__(self, path: Path, num_threads: int | None = None, content: bytes | None = None):
         import onnxruntime as ort  # imported here: a LiteRT-only host need not have it
 
         options = ort.SessionOptions()
@@ -76,7 +83,9 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
+                str(path) if content is None else content,
+                options,
+                providers=["CPUExecutionProvider"],
             )
         except Exception as err:  # onnxruntime raises its own exception types
             raise ValueError(f"{path}: cannot load the ONNX model: {err}") from err
@@ -108,15 +117,22 @@ class LiteRtRuntime:
         path: the ``.tflite`` file.
         num_threads: interpreter threads; None lets LiteRT choose.
         signature: the signature key (``encoder.json``: ``tflite_signature``).
+        content: the file's bytes, already read (and checked) by the caller; None reads
+            ``path``.
     """
 
     def __init__(
-        self, path: Path, num_threads: int | None = None, signature: str = "serving_default"
+        self,
+        path: Path,
+        num_threads: int | None = None,
+        signature: str = "serving_default",
+        content: bytes | None = None,
     ):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            source = {"model_path": str(path)} if content is None else {"model_content": content}
+            self.interpreter = Interpreter(**source, num_threads=num_threads)
         except Exception as err:  # LiteRT raises ValueError / RuntimeError
             raise ValueError(f"{path}: cannot load the LiteRT model: {err}") from err
         signatures = self.interpreter.get_signature_list()

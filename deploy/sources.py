@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,37 @@ IMAGE_SUFFIXES = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".dcm", ".dicom",
 )  # fmt: skip
 _DATASET_COLUMNS = ("id", "image", "label", "split")
+# dataset.json key that lets labels.csv name files outside the dataset folder (the
+# cross-validation folds of keras_ynet.experiments_cv point at the original dataset).
+ALLOW_OUTSIDE_KEY = "allow_outside_paths"
+
+
+def leaves_root(root: str | Path, path: str | Path) -> bool:
+    """Whether ``path``, with every symbolic link and ``..`` resolved, is outside ``root``.
+
+    A dataset or image folder is what the user chose to share with the index, the model
+    and the report: a row naming ``/home/me/private.png``, ``../../x.png`` or a link to
+    either would pull a file from elsewhere on the machine into all three.
+    """
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(Path(root) / path)
+    return os.path.commonpath([real_root, real]) != real_root
+
+
+def allows_outside(root: str | Path) -> bool:
+    """``"allow_outside_paths": true`` in ``root/dataset.json`` (anything else: no)."""
+    try:
+        meta = json.loads((Path(root) / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get(ALLOW_OUTSIDE_KEY) is True
+
+
+def outside_error(root: Path, where: str, path: str, flag: str) -> ValueError:
+    return ValueError(
+        f"{where}: {path!r} is outside {root} (absolute, '..' or a symbolic link leaving "
+        f"it); refused unless {flag}"
+    )
 
 
 @dataclass(frozen=True)
@@ -37,10 +70,14 @@ class Item:
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-def dataset_items(root: str | Path, split: str = "train") -> list[Item]:
+def dataset_items(
+    root: str | Path, split: str = "train", allow_outside: bool = False
+) -> list[Item]:
     """Rows of ``root/labels.csv`` in one split (or ``"all"``), in file order.
 
-    Ids are the ``id`` column; metadata holds ``path``, ``label`` and ``split``.
+    Ids are the ``id`` column; metadata holds ``path``, ``label`` and ``split``. An image
+    path leaving ``root`` (:func:`leaves_root`) is refused unless ``allow_outside`` or
+    the dataset's dataset.json says ``"allow_outside_paths": true``.
 
     Raises:
         ValueError: for a missing or malformed labels.csv, or an unknown split.
@@ -62,13 +99,16 @@ def dataset_items(root: str | Path, split: str = "train") -> list[Item]:
     if "\0" in text:
         raise ValueError(f"{csv_path} holds NUL bytes: binary data, not a CSV text file")
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    allow_outside = allow_outside or allows_outside(root)
     try:
-        return _rows(csv_path, root, reader, split)
+        return _rows(csv_path, root, reader, split, allow_outside)
     except csv.Error as err:  # a field over the csv module's size limit
         raise ValueError(f"{csv_path} line {reader.line_num}: not a readable CSV: {err}") from err
 
 
-def _rows(csv_path: Path, root: Path, reader: csv.DictReader, split: str) -> list[Item]:
+def _rows(
+    csv_path: Path, root: Path, reader: csv.DictReader, split: str, allow_outside: bool
+) -> list[Item]:
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in _DATASET_COLUMNS if c not in header]
     if missing:
@@ -91,6 +131,13 @@ def _rows(csv_path: Path, root: Path, reader: csv.DictReader, split: str) -> lis
             )
         if split != "all" and cells["split"] != split:
             continue
+        if not allow_outside and leaves_root(root, cells["image"]):
+            raise outside_error(
+                root,
+                f"{csv_path} line {reader.line_num}",
+                cells["image"],
+                f'dataset.json has "{ALLOW_OUTSIDE_KEY}": true or --allow-outside-paths is given',
+            )
         path = root / cells["image"]
         meta = {"path": str(path), "label": cells["label"], "split": cells["split"]}
         items.append(Item(cells["id"], path, meta))
@@ -99,11 +146,12 @@ def _rows(csv_path: Path, root: Path, reader: csv.DictReader, split: str) -> lis
     return items
 
 
-def folder_items(folder: str | Path) -> list[Item]:
+def folder_items(folder: str | Path, allow_outside: bool = False) -> list[Item]:
     """Every image file under ``folder`` (recursively, by suffix), sorted by relative path.
 
     Ids are the POSIX paths relative to ``folder`` (``"sub/a.png"``); metadata holds
-    ``path`` and an empty ``label``.
+    ``path`` and an empty ``label``. A symbolic link leading out of ``folder`` is refused
+    unless ``allow_outside``.
     """
     folder = Path(folder).expanduser().absolute()
     if not folder.is_dir():
@@ -114,6 +162,13 @@ def folder_items(folder: str | Path) -> list[Item]:
     )
     if not paths:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    if not allow_outside:
+        for p in paths:
+            if leaves_root(folder, p):
+                raise outside_error(
+                    folder, "--images", p.relative_to(folder).as_posix(),
+                    "--allow-outside-paths is given",
+                )  # fmt: skip
     return [_file_item(p.relative_to(folder).as_posix(), p) for p in paths]
 
 

@@ -29,6 +29,11 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     parser.add_argument("--no-int8", action="store_true", help="skip encoder_int8.tflite")
     parser.add_argument(
+        "--keep-flagged-int8", action="store_true",
+        help="write encoder_int8.tflite even when its bit agreement with Keras is below "
+        "the minimum (by default such a model is reported in parity.json and left out)",
+    )  # fmt: skip
+    parser.add_argument(
         "--parity-train", type=int, default=64,
         help="train images checked besides the whole test split (default 64)",
     )  # fmt: skip
@@ -59,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             int8=not args.no_int8,
             parity_train=args.parity_train,
             calibration_images=args.calibration_images,
+            keep_flagged_int8=args.keep_flagged_int8,
             log=lambda line: print(line, flush=True),  # stderr is for warnings and errors
         )
         print_summary(report)
@@ -89,9 +95,14 @@ def print_summary(report: dict) -> None:
             )
         print(line)
         if report["int8_flagged"]:
+            action = (
+                "written anyway (--keep-flagged-int8); prefer the float models"
+                if report["int8_written"]
+                else f"{int8['file']} was not written (--keep-flagged-int8 writes it)"
+            )
             print(
                 f"warning: int8 bit agreement {100 * int8['bit_agreement']:.2f}% is below "
-                f"{100 * int8['min_agreement']:.0f}%; prefer the float models "
+                f"{100 * int8['min_agreement']:.0f}%; {action} "
                 '(parity.json: "int8_flagged": true)',
                 file=sys.stderr,
             )

@@ -62,6 +62,10 @@ def build_contract(
                 "sixteen_bit_other": "high byte (v16 >> 8): 16-bit RGB, RGBA and grey+alpha",
                 "low_bit_grey": "1, 2, 4-bit grey: v8 = floor(v * 255 / (2 ** depth - 1) + 0.5)",
                 "transparency_chunk": "ignored: pixels keep their colour",
+                # Training read the pixels as stored; a host that rotated would give
+                # other bits for every file carrying the tag.
+                "orientation": "EXIF (and PNG eXIf) orientation tags are ignored: the "
+                "pixels are used as stored, never rotated or flipped",
                 "dicom": {
                     "detect": "'DICM' at byte 128, or a .dcm / .dicom file name",
                     "grey": "float64 throughout: stored value s (bits above BitsStored "
@@ -158,8 +162,24 @@ def model_hash_grid(model) -> tuple[int, int, int] | None:
 
 
 def write_contract(folder: str | Path, contract: dict) -> Path:
-    """Validates ``contract`` and writes it to ``folder/encoder.json`` (atomically)."""
-    path = Path(folder) / reader.CONTRACT_FILE
+    """Records the artifacts' hashes, validates ``contract`` and writes it to
+    ``folder/encoder.json`` (atomically).
+
+    ``artifacts`` is filled here from the model files in ``folder`` (so call this after
+    they are written): per file its sha256 and its codes identity
+    (:func:`deploy.contract.codes_identity`). The device refuses a model whose bytes no
+    longer hash to what is recorded, and a file named in ``files`` must exist.
+    """
+    folder = Path(folder)
+    path = folder / reader.CONTRACT_FILE
+    contract = dict(contract)
+    contract["artifacts"] = {
+        kind: {
+            "sha256": reader.file_sha256(folder / name),
+            "codes": reader.codes_identity(contract["fingerprint"], kind),
+        }
+        for kind, name in contract["files"].items()
+    }
     reader.validate_contract(contract, where=str(path))
     atomic_write_text(path, json.dumps(contract, indent=2) + "\n")
     return path

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras_ynet
-from deploy.atomic import atomic_directory
+from deploy.atomic import atomic_directory, atomic_write_text
 from deploy.contract import CONTRACT_FILE
 from export.contract import build_contract, model_hash_grid, write_contract
 from export.parity import PARITY_FILE, check_parity, prepare_records
@@ -69,6 +69,7 @@ def export_encoder(
     parity_train: int = 64,
     calibration_images: int = 200,
     log: Callable[[str], None] = print,
+    keep_flagged_int8: bool = False,
 ) -> dict:
     """Exports ``model_path`` into ``out`` and checks it on ``data``.
 
@@ -80,6 +81,11 @@ def export_encoder(
         parity_train: train images added to the test split for the float parity checks.
         calibration_images: train images used to calibrate the int8 model.
         log: where progress lines go.
+        keep_flagged_int8: write ``encoder_int8.tflite`` even when its bit agreement with
+            Keras is below ``INT8_MIN_AGREEMENT`` (flagged). By default a flagged int8
+            model is measured, reported in ``parity.json`` and left out of the folder
+            and the contract, so no one deploys it by picking the file beside the float
+            ones.
 
     Returns:
         The parity report, with ``files`` (name -> bytes) and ``out`` added.
@@ -151,6 +157,15 @@ def export_encoder(
         contract = build_contract(size, channels, model.bits, fingerprint, class_names, files, grid)
         write_contract(tmp, contract)
         report = check_parity(model, tmp, files, spec, parity_train, progress=step)
+        report["int8_written"] = int8 and not (report["int8_flagged"] and not keep_flagged_int8)
+        if int8 and not report["int8_written"]:
+            step(f"int8 agreement below the minimum: {files['tflite_int8']} left out")
+            (tmp / files.pop("tflite_int8")).unlink()
+            contract = build_contract(
+                size, channels, model.bits, fingerprint, class_names, files, grid
+            )
+            write_contract(tmp, contract)
+        atomic_write_text(tmp / PARITY_FILE, json.dumps(report, indent=2) + "\n")
         report["fingerprint"] = fingerprint
         report["files"] = {name: (tmp / name).stat().st_size for name in files.values()}
         make_shareable(tmp)

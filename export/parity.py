@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from deploy.atomic import atomic_write_text
 from deploy.codes import pack_bits, signs_to_bits
-from deploy.preprocess import load_image, prepare_image
+from deploy.preprocess import load_prepared
 from keras_ynet.dataset import DatasetSpec, Record
 from keras_ynet.fingerprint import hash_submodel
 from keras_ynet.metrics import hamming_ranking, map_at_k_from_ranking
@@ -47,7 +47,7 @@ def prepare_records(
     for i, record in enumerate(
         tqdm(records, desc="images", disable=None if progress else True, leave=False)
     ):
-        out[i] = prepare_image(load_image(record.image), image_size, channels)
+        out[i] = load_prepared(record.image, image_size, channels)
     return out
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from deploy import dicom, preprocess
+from deploy.sources import ALLOW_OUTSIDE_KEY
 from keras_ynet.dataset_csv import (
     SPLITS,
     DatasetError,
@@ -230,7 +231,7 @@ def load_dataset(
         raise DatasetError(f"{csv_path} not found: a dataset folder needs labels.csv")
     problems: list[str] = []
     meta = read_dataset_json(root, problems)
-    rows = read_rows(csv_path, problems)
+    rows = read_rows(csv_path, problems, allow_outside=meta.get(ALLOW_OUTSIDE_KEY) is True)
     records = [r for _, r in rows]
     labels = {r.label for r in records if r.label}
     problems.extend(split_problems(rows, required_splits))

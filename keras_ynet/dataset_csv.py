@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.errors import one_line
+from deploy.sources import ALLOW_OUTSIDE_KEY, leaves_root
 
 REQUIRED_COLUMNS = ("id", "image", "mask", "label", "split")
 SPLITS = ("train", "val", "test")
@@ -94,6 +95,9 @@ def read_dataset_json(root: Path, problems: list[str]) -> dict:
     ):
         problems.append(f"{path}: mask_classes must be a list of names")
         meta.pop("mask_classes")
+    if meta.get(ALLOW_OUTSIDE_KEY, False) not in (True, False):
+        problems.append(f"{path}: {ALLOW_OUTSIDE_KEY} must be true or false")
+        meta.pop(ALLOW_OUTSIDE_KEY)
     values = meta.get("mask_values")
     if values is not None:
         ok = (
@@ -113,8 +117,14 @@ def read_dataset_json(root: Path, problems: list[str]) -> dict:
     return meta
 
 
-def read_rows(csv_path: Path, problems: list[str]) -> list[tuple[str, Record]]:
+def read_rows(
+    csv_path: Path, problems: list[str], allow_outside: bool = False
+) -> list[tuple[str, Record]]:
     """Parses labels.csv into (row prefix for messages, Record); row-level problems.
+
+    An image or mask path that leaves the dataset folder (absolute, ``..`` or a symbolic
+    link out of it; :func:`deploy.sources.leaves_root`) is a problem unless
+    ``allow_outside`` (dataset.json ``"allow_outside_paths": true``).
 
     Raises:
         DatasetError: when the file is unreadable, not UTF-8 text, has no usable header
@@ -136,13 +146,13 @@ def read_rows(csv_path: Path, problems: list[str]) -> list[tuple[str, Record]]:
         )
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        return _parse_rows(csv_path, root, reader, problems)
+        return _parse_rows(csv_path, root, reader, problems, allow_outside)
     except csv.Error as e:  # a field over the csv module's size limit
         raise DatasetError(f"{csv_path} line {reader.line_num}: not a readable CSV: {e}") from e
 
 
 def _parse_rows(
-    csv_path: Path, root: Path, reader, problems: list[str]
+    csv_path: Path, root: Path, reader, problems: list[str], allow_outside: bool = False
 ) -> list[tuple[str, Record]]:
     header = next(reader, None)
     if header is None or not any(h.strip() for h in header):
@@ -181,6 +191,12 @@ def _parse_rows(
         for col in ("image", "label"):
             if not cells.get(col):
                 bad.append(f"empty {col}")
+        for col in ("image", "mask"):
+            if cells.get(col) and not allow_outside and leaves_root(root, cells[col]):
+                bad.append(
+                    f"{col} {cells[col]!r} is outside {root} (absolute, '..' or a symbolic "
+                    f'link leaving it); dataset.json "{ALLOW_OUTSIDE_KEY}": true allows it'
+                )
         problems.extend(f"{where}: {b}" for b in bad)
         mask = cells.get("mask", "")
         extra = {k: v for k, v in cells.items() if k not in REQUIRED_COLUMNS}

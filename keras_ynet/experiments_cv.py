@@ -77,6 +77,7 @@ def write_fold_dataset(spec: DatasetSpec, train: list[Record], held_out: list[Re
         "name": f"{spec.name}-cv",
         "mask_classes": list(spec.mask_class_names),
         "mask_kind": spec.mask_kind,
+        "allow_outside_paths": True,  # its rows name the original dataset's files
     }
     if spec.mask_map:  # the fold reads the same mask files: keep their value mapping
         meta["mask_values"] = {str(v): spec.mask_class_names[i] for v, i in spec.mask_map}

@@ -359,7 +359,7 @@ def _sidecar(folder: Path) -> dict:
 
 def _wrong_fingerprint(folder):
     _edit_sidecar(folder, fingerprint="0123456789abcdef")  # the codes of another encoder
-    return folder, "made by encoder '0123456789abcdef', expected 'feedc0de00000001'"
+    return folder, "made by encoder '0123456789abcdef', expected 'feedc0de00000001+float'"
 
 
 def _wrong_bits(folder):
@@ -548,7 +548,7 @@ def test_add_skips_bad_files_and_keeps_the_good_ones(encoder, images, index, tmp
     assert "skipped 2 bad files" in err and "Traceback" not in err
     assert str(new / "broken.png") in err and str(new / "empty.png") in err
     assert "added 2 image(s)" in out
-    loaded = HammingIndex.load(index, expected_fingerprint=FINGERPRINT, expected_bits=64)
+    loaded = HammingIndex.load(index, expected_fingerprint=FINGERPRINT + "+float", expected_bits=64)
     assert len(loaded) == 8
     bits = Encoder.open(encoder).encode_file(new / "sub" / "good2.png")
     assert [(h.id, h.distance) for h in loaded.lookup(bits, 1)] == [("sub/good2.png", 0)]

@@ -292,3 +292,25 @@ def test_rows_without_a_mask_load_as_missing(tmp_path):
     _, masks = load_arrays(spec.split("train"), 8, 1)
     assert masks[0, 0, 0] == 1 and masks[0, 7, 0] == 0
     assert (masks[1] == MISSING_MASK).all()
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink"])
+def test_rows_leaving_the_dataset_folder_are_problems_unless_allowed(tmp_path, where):
+    root = write_dataset(tmp_path / "ds", good_rows())
+    write_pair(tmp_path, "x")  # tmp_path/images/x.png, masks/x.png: outside the dataset
+    image = {
+        "absolute": str(tmp_path / "images" / "x.png"),
+        "dotdot": "../images/x.png",
+        "symlink": "images/link.png",
+    }[where]
+    (root / "images" / "link.png").symlink_to(tmp_path / "images" / "x.png")
+    rows = good_rows() + [f"e,{image},masks/a.png,sick,train,ne"]
+    (root / "labels.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+    message = problems_of(root)
+    assert (
+        f"row 5 (line 6), id 'e': image {image!r} is outside {root.absolute()} (absolute, '..' "
+        'or a symbolic link leaving it); dataset.json "allow_outside_paths": true allows it'
+    ) in message
+    (root / "dataset.json").write_text('{"allow_outside_paths": true}')
+    spec = load_dataset(root)
+    assert spec.records[-1].image.resolve() == (tmp_path / "images" / "x.png").resolve()

@@ -136,7 +136,7 @@ def test_index_search_equals_brute_force_over_keras_codes(art, tmp_path, capsys,
         "--backend", backend, "--n-trees", 10,
     )  # fmt: skip
     assert rc == 0, err
-    assert f"indexed 14 images (64 bits, encoder {art['fingerprint']}, {backend})" in out
+    assert f"indexed 14 images (64 bits, encoder {art['fingerprint']}+float, {backend})" in out
     train = [i for i, s in zip(art["ids"], art["split"], strict=True) if s == "train"]
     expected = brute_force(art, art["ids"], train, K)
     for path, want in zip(art["paths"], expected, strict=True):
@@ -276,3 +276,70 @@ print("RESULT", json.dumps({"rcs": rcs, "loaded": loaded}))
     assert first["results"][0] == {
         "rank": 1, "id": art["ids"][0], "distance": 0, "label": "glaucoma", "path": str(art["paths"][0]),
     }  # fmt: skip
+
+
+# What the codes are: file hashes and float / int8 ------------------------------------------
+
+
+def copy_art(art, tmp_path) -> Path:
+    folder = tmp_path / "art"
+    shutil.copytree(art["dir"], folder)
+    return folder
+
+
+@pytest.mark.parametrize("model_file", ["encoder.onnx", "encoder_int8.tflite"])
+def test_altered_model_file_is_refused_naming_it(art, tmp_path, capsys, model_file):
+    folder = copy_art(art, tmp_path)
+    model = folder / model_file
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of a weight: the model still loads and runs
+    model.write_bytes(bytes(data))
+    with pytest.raises(EncoderError) as err:
+        Encoder.open(model)
+    message = str(err.value)
+    assert message.startswith(f"{model} was altered or replaced: its sha256 ")
+    assert f"that {folder / 'encoder.json'} records" in message and "\n" not in message
+    rc, out, err_text = run_cli(
+        capsys, "search", "--index", tmp_path / "none", "--encoder", model, "--image",
+        art["paths"][0],
+    )  # fmt: skip
+    assert rc == 1 and err_text.count("\n") == 1 and f"{model} was altered" in err_text
+
+
+def test_contract_without_file_hashes_is_refused(art, tmp_path):
+    folder = copy_art(art, tmp_path)
+    contract = json.loads((folder / "encoder.json").read_text())
+    del contract["artifacts"]
+    (folder / "encoder.json").write_text(json.dumps(contract))
+    with pytest.raises(EncoderError, match=r"records no sha256 for encoder\.onnx .*re-export"):
+        Encoder.open(folder / "encoder.onnx")
+
+
+def test_int8_encoder_cannot_search_or_extend_a_float_index(art, tmp_path, capsys):
+    folder, index = art["dir"], tmp_path / "index"
+    onnx, tflite, int8 = (
+        folder / n for n in ("encoder.onnx", "encoder.tflite", "encoder_int8.tflite")
+    )
+    rc, _, err = run_cli(capsys, "index", "build", "--encoder", onnx, "--data", art["data"],
+                         "--out", index)  # fmt: skip
+    assert rc == 0, err
+    sidecar = json.loads((index / "index.json").read_text())
+    assert sidecar["fingerprint"] == f"{art['fingerprint']}+float"
+    assert Encoder.open(int8).codes_id == f"{art['fingerprint']}+int8"
+    first = art["split"].index("train")
+    query = art["paths"][first]
+    for argv in (
+        ["search", "--index", index, "--encoder", int8, "--image", query],
+        ["index", "add", "--index", index, "--encoder", int8, art["odd_paths"][0]],
+    ):
+        rc, out, err = run_cli(capsys, *argv)
+        assert rc == 1 and out == "" and err.count("\n") == 1
+        assert (
+            f"was made by encoder '{art['fingerprint']}+float', expected "
+            f"'{art['fingerprint']}+int8'" in err
+        )
+        assert "the index holds float codes of this model, the encoder makes int8 codes" in err
+    assert json.loads((index / "index.json").read_text())["count"] == sidecar["count"]
+    # The float LiteRT model gives the Keras bits too (parity), so it shares the index.
+    hits = search_json(capsys, index, tflite, query, k=1)
+    assert [(h["id"], h["distance"]) for h in hits] == [(art["ids"][first], 0)]

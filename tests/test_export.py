@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import TINY
 from deploy.codes import pack_bits, signs_to_bits
 from deploy.contract import ContractError, load_contract
 from export import exporter
+from export import parity as export_parity
 from export.__main__ import main
 from export.onnx_export import packing_path_dtypes, read_metadata, run_onnx
 from export.parity import ParityError, compare_float, prepare_records
@@ -35,7 +37,17 @@ def exported(tmp_path_factory):
     calibrate_bit_thresholds(model, train)
     model_path = save_ynet(model, root / "run" / "model.keras")
     assert (
-        main(["--model", str(model_path), "--data", str(spec.root), "--out", str(root / "art")])
+        main(
+            [
+                "--model",
+                str(model_path),
+                "--data",
+                str(spec.root),
+                "--out",
+                str(root / "art"),
+                "--keep-flagged-int8",
+            ]
+        )  # fmt: skip
         == 0
     )
     return {"root": root, "spec": spec, "model_path": model_path, "art": root / "art"}
@@ -251,3 +263,34 @@ def test_embedding_head_exports_with_keras_bits_and_no_grid(exported, tmp_path, 
     assert "hash_grid" not in contract  # its bits have no image region
     parity = json.loads((tmp_path / "art" / "parity.json").read_text())
     assert parity["passed"] and parity["float"]["encoder.onnx"]["bits_identical"]
+
+
+def test_flagged_int8_is_left_out_unless_kept(exported, monkeypatch, capsys):
+    # Every int8 model is flagged with a minimum agreement above 100 %.
+    monkeypatch.setattr(export_parity, "INT8_MIN_AGREEMENT", 1.01)
+    out = exported["root"] / "flagged"
+    argv = ["--model", str(exported["model_path"]), "--data", str(exported["spec"].root)]
+    assert main([*argv, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "encoder_int8.tflite was not written (--keep-flagged-int8 writes it)" in err
+    names = {"encoder.onnx", "encoder.tflite", "encoder.json", "parity.json"}
+    assert {p.name for p in out.iterdir()} == names
+    contract = load_contract(out, check_files=True)
+    assert sorted(contract.files) == sorted(contract.artifacts) == ["onnx", "tflite"]
+    parity = json.loads((out / "parity.json").read_text())
+    assert (parity["int8_flagged"], parity["int8_written"]) == (True, False)
+    assert parity["int8"]["file"] == "encoder_int8.tflite"  # measured, reported, not shipped
+
+
+def test_contract_records_each_file_hash_and_code_kind(exported):
+    art = exported["art"]
+    raw = json.loads((art / "encoder.json").read_text())
+    fingerprint = raw["fingerprint"]
+    assert raw["artifacts"] == {
+        kind: {
+            "sha256": hashlib.sha256((art / name).read_bytes()).hexdigest(),
+            "codes": f"{fingerprint}+{'int8' if kind == 'tflite_int8' else 'float'}",
+        }
+        for kind, name in raw["files"].items()
+    }
+    assert json.loads((art / "parity.json").read_text())["int8_written"] is True

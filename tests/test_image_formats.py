@@ -283,3 +283,23 @@ def test_missing_file_and_bad_frame(tmp_path):
     assert "not found" in error_of(tmp_path / "gone.png")
     good_file(tmp_path, "one.png", "PNG")
     assert "frame 2 out of range" in error_of(tmp_path / "one.png", frame=2)
+
+
+def test_exif_orientation_is_ignored_as_the_contract_says(tmp_path):
+    from deploy.preprocess import load_prepared
+    from export.contract import build_contract
+
+    rng = np.random.default_rng(5)
+    pixels = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    pixels.save(tmp_path / "tagged.png", exif=exif.tobytes())
+    pixels.save(tmp_path / "plain.png")
+    assert Image.open(tmp_path / "tagged.png").getexif()[0x0112] == 6
+    for load in (load_image, lambda p: load_prepared(p, 64, 3)):
+        np.testing.assert_array_equal(load(tmp_path / "tagged.png"), load(tmp_path / "plain.png"))
+    assert load_image(tmp_path / "tagged.png").shape == (30, 50, 3)  # not rotated
+    decode = build_contract(64, 3, 64, "f" * 16, ["a"], {"onnx": "e.onnx"})["preprocessing"]
+    assert decode["decode"]["orientation"].startswith(
+        "EXIF (and PNG eXIf) orientation tags are ignored"
+    )

@@ -7,8 +7,10 @@ runs two real ``deploy`` processes.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -22,6 +24,7 @@ from test_bad_input_corpus import make_encoder, write_png
 from deploy import atomic
 from deploy import cli as deploy_cli
 from deploy.index import HammingIndex
+from deploy.report_render import _png64, load_tile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -255,6 +258,7 @@ import sys
 import numpy as np
 from deploy import atomic
 from deploy.index import HammingIndex
+from deploy.report_render import _png64, load_tile
 index = HammingIndex(bits=64, fingerprint="enc-1", backend="annoy", n_trees=2)
 index.batch_add(np.random.default_rng(0).integers(0, 2, (20, 64), dtype=np.uint8), range(20))
 index.build()
@@ -309,6 +313,7 @@ def test_build_after_a_crashed_swap_recovers_first_and_refuses(encoder, pngs, tm
 LOAD = r"""
 import sys
 from deploy.index import HammingIndex
+from deploy.report_render import _png64, load_tile
 try:
     HammingIndex.load(sys.argv[1])
 except ValueError as err:
@@ -379,3 +384,201 @@ def test_explain_never_overwrites_the_query_a_dataset_image_or_a_file(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == ["data", "model.keras", "scan.png", "why.html"]
     assert run("--out", tmp_path / "why.html", "--overwrite")[0] == 0
     assert (tmp_path / "why.html").read_text().startswith("<!DOCTYPE html>")
+
+
+# 6. Files from outside the dataset ----------------------------------------------------------
+
+
+def outside_dataset(tmp_path, pngs, image: str) -> Path:
+    """A dataset folder with one good row and one row whose image is ``image``."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(pngs[0], root / "images" / "a.png")
+    (tmp_path / "private.png").write_bytes(pngs[1].read_bytes())
+    (root / "images" / "link.png").symlink_to(tmp_path / "private.png")
+    rows = ["id,image,label,split", "a,images/a.png,x,train", f"b,{image},x,train"]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("image", ["ABSOLUTE", "../private.png", "images/link.png"])
+def test_dataset_rows_leaving_the_folder_are_refused_unless_allowed(
+    encoder, pngs, tmp_path, capsys, image
+):
+    image = str(tmp_path / "private.png") if image == "ABSOLUTE" else image
+    root = outside_dataset(tmp_path, pngs, image)
+    build = ["index", "build", "--encoder", encoder, "--data", root]
+    rc, out, err = cli(capsys, *build, "--out", tmp_path / "i1")
+    assert rc == 1 and out == ""
+    assert err == (
+        f"error: {root / 'labels.csv'} line 3: {image!r} is outside {root} (absolute, '..' or "
+        "a symbolic link leaving it); refused unless dataset.json has "
+        '"allow_outside_paths": true or --allow-outside-paths is given\n'
+    )
+    assert not (tmp_path / "i1").exists()
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i2", "--allow-outside-paths")
+    assert rc == 0, err
+    assert ids_of(tmp_path / "i2") == ["a", "b"]
+    (root / "dataset.json").write_text('{"allow_outside_paths": true}')
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i3")
+    assert rc == 0, err
+
+
+def test_image_folder_link_leaving_it_is_refused_unless_allowed(encoder, pngs, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(pngs[0], folder / "a.png")
+    (folder / "z.png").symlink_to(pngs[1])
+    build = ["index", "build", "--encoder", encoder, "--images", folder]
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i1")
+    assert rc == 1
+    assert err == (
+        f"error: --images: 'z.png' is outside {folder} (absolute, '..' or a symbolic link "
+        "leaving it); refused unless --allow-outside-paths is given\n"
+    )
+    rc, _, err = cli(capsys, *build, "--out", tmp_path / "i2", "--allow-outside-paths")
+    assert rc == 0 and ids_of(tmp_path / "i2") == ["a.png", "z.png"]
+
+
+def test_report_never_shows_a_file_an_edited_index_points_to(encoder, pngs, tmp_path, capsys):
+    images = build(capsys, encoder, tmp_path / "idx", pngs[:3])
+    private = tmp_path / "private.png"
+    shutil.copy(pngs[7], private)
+    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
+    victim = sidecar["ids"].index("p1.png")
+    sidecar["metadata"][victim]["path"] = str(private)  # the codes are untouched
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
+    report = tmp_path / "why.html"
+    rc, _, err = cli(capsys, "search", "--index", tmp_path / "idx", "--encoder", encoder,
+                     "--image", images / "p0.png", "-k", 3, "--report", report)  # fmt: skip
+    assert rc == 0, err
+    page = html.unescape(report.read_text())
+    assert page.count("image not shown") == 1
+    assert (
+        f"image not shown: {private} does not encode to the indexed code of 'p1.png' (changed "
+        "since it was indexed, or not the indexed image); not shown" in page
+    )
+    assert _png64(load_tile(private)[0]) not in page  # the private image is not inlined
+    assert _png64(load_tile(images / "p2.png")[0]) in page  # an indexed one is
+
+
+# 7. Names from files, the same file twice, bounds -------------------------------------------
+
+
+def test_ids_labels_and_paths_are_printed_escaped(encoder, pngs, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(pngs[0], root / "a.png")
+    (root / "labels.csv").write_text(
+        'id,image,label,split\n"a\x1b[2J\x1b[31mX",a.png,"l\x07\nfake row",train\n'
+    )
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--data", root, "--out",
+                     tmp_path / "idx")  # fmt: skip
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "search", "--index", tmp_path / "idx", "--encoder", encoder,
+                       "--image", pngs[0])  # fmt: skip
+    assert rc == 0, err
+    assert re.split(r"\s{2,}", out.splitlines()[1])[:4] == [
+        "1",
+        "a\\x1b[2J\\x1b[31mX",
+        "0",
+        "l\\x07\\nfake row",
+    ]
+    assert "\x1b" not in out and "\x07" not in out and len(out.splitlines()) == 2
+
+
+def test_newline_in_a_file_name_does_not_break_the_report(encoder, pngs, tmp_path, capsys):
+    folder = build(capsys, encoder, tmp_path / "idx", pngs[:2])
+    odd = folder / "two\nlines.png"
+    os.rename(folder / pngs[1].name, odd)
+    (tmp_path / "idx").rename(tmp_path / "old")  # re-index with the odd name
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", folder,
+                     "--out", tmp_path / "idx")  # fmt: skip
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "search", "--index", tmp_path / "idx", "--encoder", encoder,
+                       "--image", odd, "--report", tmp_path / "why.html")  # fmt: skip
+    assert rc == 0, err
+    assert "two\\nlines.png" in out.splitlines()[1]
+    assert out.splitlines()[-1] == f"wrote {tmp_path / 'why.html'} and {tmp_path / 'why.png'}"
+    assert (tmp_path / "why.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_same_file_under_two_ids_is_refused(encoder, pngs, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(pngs[0], folder / "a.png")
+    shutil.copy(pngs[1], folder / "b.png")
+    os.link(folder / "a.png", folder / "c.png")  # a hard link: one file, two names
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", folder,
+                     "--out", tmp_path / "idx")  # fmt: skip
+    assert rc == 1 and err == (
+        f"error: ids 'a.png' and 'c.png' are the same file ({folder / 'c.png'}): an image is "
+        "indexed once; remove one of them\n"
+    )
+    (folder / "c.png").unlink()
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", folder,
+                     "--out", tmp_path / "idx")  # fmt: skip
+    assert rc == 0, err
+    link = tmp_path / "link.png"
+    link.symlink_to(folder / "b.png")
+    rc, _, err = cli(capsys, "index", "add", "--index", tmp_path / "idx", "--encoder", encoder,
+                     link)  # fmt: skip
+    assert rc == 1 and err == (
+        f"error: ids 'b.png' and '{link}' are the same file ({link}): an image is indexed "
+        "once; remove one of them\n"
+    )
+    assert ids_of(tmp_path / "idx") == ["a.png", "b.png"]
+
+
+def test_threads_beyond_the_cpus_is_a_usage_error(encoder, pngs, tmp_path, capsys):
+    cpus = deploy_cli.usable_cpus()
+    with pytest.raises(SystemExit) as done:
+        deploy_cli.main(["search", "--index", str(tmp_path), "--encoder", str(encoder),
+                         "--image", str(pngs[0]), "--threads", str(cpus + 1)])  # fmt: skip
+    assert done.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(
+            f"error: --threads {cpus + 1} is more than the {cpus} CPU(s) this process may use"
+        )
+    )
+
+
+def test_huge_k_and_search_k_on_annoy_return_everything(tmp_path):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 2, (40, 64), dtype=np.uint8)
+    for search_k in (-1, 10**30):
+        index = HammingIndex(bits=64, fingerprint="f", backend="annoy", search_k=search_k)
+        index.batch_add(codes, list(range(40)))
+        index.build()
+        index.save(tmp_path / f"i{search_k}")
+        loaded = HammingIndex.load(tmp_path / f"i{search_k}")
+        for k in (2**31, 10**12):
+            hits = loaded.lookup(codes[3], k=k)
+            assert len(hits) == 40 and (hits[0].id, hits[0].distance) == (3, 0)
+
+
+def test_outputs_under_a_file_and_bad_sidecar_paths_are_named(encoder, pngs, tmp_path, capsys):
+    images = build(capsys, encoder, tmp_path / "idx", pngs[:2])
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = cli(capsys, "index", "build", "--encoder", encoder, "--images", images,
+                     "--out", tmp_path / "afile" / "sub" / "idx")  # fmt: skip
+    assert rc == 1 and err == (
+        f"error: --out {tmp_path / 'afile' / 'sub' / 'idx'}: cannot create the folder "
+        f"{tmp_path / 'afile' / 'sub'}: a part of it is a file\n"
+    )
+    search = ["search", "--index", tmp_path / "idx", "--encoder", encoder, "--image", pngs[0]]
+    rc, _, err = cli(capsys, *search, "--report", tmp_path / "afile" / "r.html")
+    assert rc == 1 and err == (
+        f"error: --report {tmp_path / 'afile' / 'r.html'}: cannot create the folder "
+        f"{tmp_path / 'afile'}: a part of it is a file\n"
+    )
+    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
+    sidecar["metadata"][1]["path"] = ["not", "a", "path"]
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
+    rc, _, err = cli(capsys, *search)
+    assert rc == 1 and err == (
+        f"error: index sidecar {tmp_path / 'idx' / 'index.json'} is corrupted: metadata 'path' "
+        f"of item 1 ({sidecar['ids'][1]!r}) is ['not', 'a', 'path'], not text\n"
+    )

@@ -6,6 +6,7 @@ go through a grey and an RGB model, so every decoding, resizing and channel path
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -106,3 +107,25 @@ def test_node_host_refuses_bombs_and_tiny_images_from_the_header(images, tmp_pat
     assert f"{bomb}: 50000x50000 pixels is more than" in result.stderr
     result = run_node("--contract", contract, tiny)
     assert result.returncode == 1 and f"{tiny}: 1x1 pixels: a side is under 8" in result.stderr
+
+
+def test_node_host_refuses_an_altered_model(tmp_path):
+    contract = export_tiny(tmp_path, 1, np.zeros((2, SIZE, SIZE, 1), np.uint8))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.full((SIZE, SIZE), 90, np.uint8)).save(image)
+    assert run_node("--contract", contract, image).returncode == 0
+    model = tmp_path / "encoder.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    result = run_node("--contract", contract, image)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {model} was altered or replaced: its sha256 ")
+    raw = json.loads(contract.read_text())
+    del raw["artifacts"]
+    contract.write_text(json.dumps(raw))
+    result = run_node("--contract", contract, image)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: {contract} records no sha256 for encoder.onnx (exported before model files "
+        "were hashed): re-export the model\n"
+    )

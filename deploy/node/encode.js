@@ -9,6 +9,7 @@
 // Hamming distance between two codes = popcount of their XOR.
 // --dump-inputs DIR also writes each prepared model input as DIR/<n>.u8 (raw NHWC bytes).
 
+const crypto = require("crypto");
 const fs = require("fs");
 const path = require("path");
 const { prepareImage } = require("./preprocess");
@@ -70,6 +71,26 @@ function loadContract(file) {
   return c;
 }
 
+// The model's bytes, refused unless their sha256 is the one encoder.json records for
+// the ONNX file: an altered or swapped model would make codes no index expects. The
+// bytes hashed are the bytes loaded (no second read of the file).
+function checkedModel(modelPath, contract, contractPath) {
+  const recorded = ((contract.artifacts || {}).onnx || {}).sha256;
+  if (!recorded)
+    throw new Error(
+      `${contractPath} records no sha256 for ${contract.files.onnx} (exported before model ` +
+        "files were hashed): re-export the model",
+    );
+  const bytes = fs.readFileSync(modelPath);
+  const actual = crypto.createHash("sha256").update(bytes).digest("hex");
+  if (actual !== recorded)
+    throw new Error(
+      `${modelPath} was altered or replaced: its sha256 ${actual.slice(0, 16)}... is not the ` +
+        `${recorded.slice(0, 16)}... that ${contractPath} records; use the exported file or re-export`,
+    );
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 function toHex(bytes) {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }
@@ -79,10 +100,11 @@ async function main() {
   const contract = loadContract(args.contract);
   const modelPath = args.model || path.join(path.dirname(args.contract), contract.files.onnx);
   if (!fs.existsSync(modelPath)) throw new Error(`${modelPath}: model file not found`);
+  const model = checkedModel(modelPath, contract, args.contract);
   const ort = require("onnxruntime-node");
   let session;
   try {
-    session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
+    session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1 });
   } catch (err) {
     throw new Error(`${modelPath}: cannot load the ONNX model (${err.message})`);
   }
