@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from export.encoder_model import EncoderModule
     from export.litert_export import SIGNATURE_KEY, export_litert
     from export.onnx_export import export_onnx
+    from export.serving_graph import EncoderModule
     from keras_ynet.fingerprint import hash_submodel
 
     model, images = build_model(args)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-VALID_BIT_LENGTHS = (32, 64, 128, 256)
-
 
 def signs_to_bits(values: np.ndarray) -> np.ndarray:
     """Maps real values to {0, 1} bits: value > 0 -> 1.

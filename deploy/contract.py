@@ -47,12 +47,15 @@ from pathlib import Path
 
 FORMAT_VERSION = 1
 CONTRACT_FILE = "encoder.json"
+# The interface names, defined here only: export names the model's input and outputs
+# with them (export/serving_graph.py) and every host looks them up in encoder.json.
 INPUT_NAME = "image"
 HASH_OUTPUT = "hash"
 CODE_OUTPUT = "code"
+TFLITE_SIGNATURE = "serving_default"
 BIT_RULE = "hash > 0 -> 1"
 BIT_ORDER = "msb_first"
-VALID_BITS = (32, 64, 128, 256)
+VALID_BITS = (32, 64, 128, 256)  # the code lengths; the one definition
 FILE_KEYS = ("onnx", "tflite", "tflite_int8")
 COLOUR = {1: "grey", 3: "rgb"}
 HASH_GRID_KEYS = ("rows", "cols", "bits_per_cell")
@@ -115,7 +118,7 @@ class EncoderContract:
     input_name: str = INPUT_NAME
     hash_output: str = HASH_OUTPUT
     code_output: str = CODE_OUTPUT
-    tflite_signature: str = "serving_default"
+    tflite_signature: str = TFLITE_SIGNATURE
     hash_grid: tuple[int, int, int] | None = None
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False)
@@ -260,7 +263,7 @@ def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
             problems.append(
                 f"files.{kind}: must be a plain file name beside the contract, got {name!r}"
             )
-    signature = data.get("tflite_signature", "serving_default")
+    signature = data.get("tflite_signature", TFLITE_SIGNATURE)
     if not isinstance(signature, str):
         problems.append(f"tflite_signature: expected str, got {signature!r}")
 

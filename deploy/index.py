@@ -18,6 +18,7 @@ import annoy
 import numpy as np
 
 from deploy import codes, index_store
+from deploy.contract import VALID_BITS
 from deploy.exact import exact_topk
 from deploy.index_store import (  # noqa: F401  (re-exported: the index's public names)
     ANNOY_FILE,
@@ -82,7 +83,7 @@ class HammingIndex:
     everything exactly; :meth:`compact` rebuilds the forest over all items.
 
     Args:
-        bits: code length (one of ``codes.VALID_BIT_LENGTHS``).
+        bits: code length (one of ``VALID_BITS``).
         fingerprint: fingerprint of the encoder that made the codes; :meth:`load` can
             refuse an index made by another encoder.
         n_trees: Annoy trees.
@@ -108,8 +109,8 @@ class HammingIndex:
         backend: str = "auto",
         annoy_min_items: int | None = None,
     ):
-        if not _is_int(bits) or bits not in codes.VALID_BIT_LENGTHS:
-            raise ValueError(f"bits must be one of {codes.VALID_BIT_LENGTHS}, got {bits!r}")
+        if not _is_int(bits) or bits not in VALID_BITS:
+            raise ValueError(f"bits must be one of {VALID_BITS}, got {bits!r}")
         if not isinstance(fingerprint, str):
             raise ValueError(f"fingerprint must be a str, got {type(fingerprint).__name__}")
         if not isinstance(backend, str) or backend not in BACKENDS:

@@ -38,7 +38,8 @@ from typing import Any
 import annoy
 import numpy as np
 
-from deploy import atomic, codes
+from deploy import atomic
+from deploy.contract import VALID_BITS
 
 FORMAT_VERSION = 1
 SIDECAR_FILE = "index.json"
@@ -223,10 +224,8 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
             raise IndexFormatError(f"{corrupted}: {key!r} missing or not {kind.__name__}")
     if "annoy_min_items" not in meta:
         raise IndexFormatError(f"{corrupted}: 'annoy_min_items' missing")
-    if meta["bits"] not in codes.VALID_BIT_LENGTHS:
-        raise IndexFormatError(
-            f"{corrupted}: bits must be one of {codes.VALID_BIT_LENGTHS}, got {meta['bits']}"
-        )
+    if meta["bits"] not in VALID_BITS:
+        raise IndexFormatError(f"{corrupted}: bits must be one of {VALID_BITS}, got {meta['bits']}")
     n, n_annoy, n_delta = meta["count"], meta["n_annoy"], meta["n_delta"]
     if min(n, n_annoy, n_delta) < 0 or n != n_annoy + n_delta:
         raise IndexFormatError(

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.contract import TFLITE_SIGNATURE
+
 ONNX_SUFFIX = ".onnx"
 TFLITE_SUFFIX = ".tflite"
 _ONNX_DTYPES = {
@@ -52,7 +54,7 @@ class TensorInfo:
 def open_runtime(
     path: Path,
     num_threads: int | None = None,
-    signature: str = "serving_default",
+    signature: str = TFLITE_SIGNATURE,
     content: bytes | None = None,
 ):
     """An :class:`OnnxRuntime` or :class:`LiteRtRuntime`, chosen by the file suffix."""
@@ -125,7 +127,7 @@ class LiteRtRuntime:
         self,
         path: Path,
         num_threads: int | None = None,
-        signature: str = "serving_default",
+        signature: str = TFLITE_SIGNATURE,
         content: bytes | None = None,
     ):
         from ai_edge_litert.interpreter import Interpreter

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras_ynet
 from deploy.atomic import atomic_directory, atomic_write_text
 from deploy.contract import CONTRACT_FILE
-from export.contract import build_contract, model_hash_grid, write_contract
+from export.contract_writer import build_contract, model_hash_grid, write_contract
 from export.parity import PARITY_FILE, check_parity, prepare_records
 from keras_ynet.dataset import load_dataset
 from keras_ynet.fingerprint import FINGERPRINT_HEX_CHARS, model_fingerprint
@@ -94,9 +94,9 @@ def export_encoder(
         ExportError, FileNotFoundError, ValueError, ParityError: with one-line messages
             naming the file at fault.
     """
-    from export.encoder_model import EncoderModule
     from export.litert_export import export_litert
     from export.onnx_export import OPSET, export_onnx
+    from export.serving_graph import EncoderModule
 
     start = time.monotonic()
 

@@ -24,7 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from deploy.atomic import atomic_write_bytes
-from export.encoder_model import CODE_OUTPUT, HASH_OUTPUT, INPUT_NAME, SIGNATURE_KEY, EncoderModule
+from deploy.contract import CODE_OUTPUT, HASH_OUTPUT, INPUT_NAME
+from deploy.contract import TFLITE_SIGNATURE as SIGNATURE_KEY
+from export.serving_graph import EncoderModule
 
 
 class LiteRtExportError(RuntimeError):

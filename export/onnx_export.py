@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 
 from deploy.atomic import atomic_write_bytes
-from export.encoder_model import CODE_OUTPUT, HASH_OUTPUT, INPUT_NAME, EncoderModule
+from deploy.contract import CODE_OUTPUT, HASH_OUTPUT, INPUT_NAME
+from export.serving_graph import EncoderModule
 
 OPSET = 17
 BATCH_DIM = "batch"

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 HASH_LAYER = "hash"
+RESCALE_LAYER = "rescale"  # the model's pixel scaling; the export does it on a flat image
 FINGERPRINT_VERSION = 1
 FINGERPRINT_HEX_CHARS = 16  # the first 64 bits of the sha256, as hex
 

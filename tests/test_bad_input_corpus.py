@@ -27,7 +27,7 @@ from PIL import Image
 from deploy import cli as deploy_cli
 from deploy.encoder import Encoder
 from deploy.index import HammingIndex, IndexFormatError
-from export.contract import build_contract, write_contract
+from export.contract_writer import build_contract, write_contract
 from keras_ynet.dataset import DatasetError, load_dataset
 from keras_ynet.train import main as train_main
 

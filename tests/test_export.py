@@ -159,7 +159,7 @@ def test_parity_report_and_int8_agreement(exported):
 def test_pack_sign_bits_matches_numpy_packbits():
     import tensorflow as tf
 
-    from export.encoder_model import pack_sign_bits
+    from export.serving_graph import pack_sign_bits
 
     values = np.array(
         [[0.5] + [-0.5] * 7 + [0.0, -0.0, 1e-7, -1e-7, 0.9, 0.9, 0.9, 0.9],  # bytes 0x80, 0x2f

@@ -287,7 +287,7 @@ def test_missing_file_and_bad_frame(tmp_path):
 
 def test_exif_orientation_is_ignored_as_the_contract_says(tmp_path):
     from deploy.preprocess import load_prepared
-    from export.contract import build_contract
+    from export.contract_writer import build_contract
 
     rng = np.random.default_rng(5)
     pixels = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))

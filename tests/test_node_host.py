@@ -17,9 +17,9 @@ from PIL import Image
 from test_image_formats import png_bytes
 
 from deploy.preprocess import load_image, prepare_image
-from export.contract import build_contract, write_contract
-from export.encoder_model import EncoderModule
+from export.contract_writer import build_contract, write_contract
 from export.onnx_export import export_onnx, run_onnx
+from export.serving_graph import EncoderModule
 from keras_ynet.encode import calibrate_bit_thresholds
 from keras_ynet.fingerprint import model_fingerprint
 from keras_ynet.model import YNet

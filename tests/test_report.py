@@ -23,7 +23,7 @@ from deploy import cli, report
 from deploy.contract import ContractError, validate_contract
 from deploy.report import Entry, HashGrid, Report, cell_agreement
 from deploy.report_render import GAP, LINE, TILE, sheet_size
-from export.contract import build_contract
+from export.contract_writer import build_contract
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

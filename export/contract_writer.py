@@ -134,7 +134,7 @@ def build_contract(
         "fingerprint": fingerprint,
         "class_names": list(class_names),
         "files": dict(files),
-        "tflite_signature": "serving_default",
+        "tflite_signature": reader.TFLITE_SIGNATURE,
     }
     if hash_grid is not None:
         rows, cols, per_cell = (int(v) for v in hash_grid)

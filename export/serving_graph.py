@@ -24,16 +24,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ynet.fingerprint import HASH_LAYER, hash_submodel
+from deploy.contract import CODE_OUTPUT, HASH_OUTPUT, INPUT_NAME
+from deploy.contract import TFLITE_SIGNATURE as SIGNATURE_KEY
+from keras_ynet.fingerprint import HASH_LAYER, RESCALE_LAYER, hash_submodel
 from keras_ynet.model import YNet
 
-INPUT_NAME = "image"
-HASH_OUTPUT = "hash"
-CODE_OUTPUT = "code"
 OUTPUT_NAMES = (HASH_OUTPUT, CODE_OUTPUT)
-RESCALE_LAYER = "rescale"
-SIGNATURE_KEY = "serving_default"
-__all__ = ["HASH_LAYER", "EncoderModule", "hash_submodel", "pack_sign_bits"]
+__all__ = [
+    "CODE_OUTPUT",
+    "HASH_LAYER",
+    "HASH_OUTPUT",
+    "INPUT_NAME",
+    "SIGNATURE_KEY",
+    "EncoderModule",
+    "hash_submodel",
+    "pack_sign_bits",
+]
 
 
 def pack_sign_bits(hash_values: tf.Tensor) -> tf.Tensor:
