@@ -45,7 +45,8 @@ class EncodeResult:
         paths: their files (None for arrays).
         bits: uint8 (N, bits) of 0/1.
         packed: uint8 (N, bits / 8), bits packed MSB first (:func:`deploy.codes.pack_bits`).
-        failures: ``(path, message)`` for every file that was skipped.
+        failures: ``(path, message)`` for every file that was skipped; the message
+            names the file.
     """
 
     ids: list
@@ -243,8 +244,10 @@ class Encoder:
                 try:
                     batch.append(self.prepare(path))
                     kept.append(i)
-                except (preprocess.ImageError, ValueError, OSError) as err:
+                except preprocess.ImageError as err:  # its message names the file
                     failures.append((str(path), str(err)))
+                except (ValueError, OSError) as err:
+                    failures.append((str(path), f"{path}: {err}"))
                 if len(batch) == batch_size or (i == len(paths) - 1 and batch):
                     chunks.append(self._run(np.stack(batch)))
                     batch = []
@@ -257,10 +260,18 @@ class Encoder:
             [ids[i] for i in kept], [paths[i] for i in kept], bits, packed, failures
         )
 
+    def code_file(self, path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
+        """The packed code uint8 (bits / 8,) of one file, as the model's ``code`` output
+        gives it (what an index stores and scans); ``frame``: see :meth:`prepare`.
+
+        Raises:
+            preprocess.ImageError: for a missing, unreadable or unsupported file.
+        """
+        return self._run(self.prepare(path, frame)[None])[0]
+
     def encode_file(self, path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
-        """The {0, 1} bits (bits,) of one file (``frame``: see :meth:`prepare`); raises
-        ``preprocess.ImageError`` if bad."""
-        return codes.unpack_bits(self._run(self.prepare(path, frame)[None]), self.bits)[0]
+        """The {0, 1} bits (bits,) of one file: :meth:`code_file` unpacked."""
+        return codes.unpack_bits(self.code_file(path, frame)[None], self.bits)[0]
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         """One batch -> packed codes, checked against the signs of ``hash``."""

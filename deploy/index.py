@@ -160,6 +160,41 @@ class HammingIndex:
     def __len__(self) -> int:
         return self._n
 
+    # Reading (what a caller may know besides search results) ---------------------------
+
+    def __contains__(self, id) -> bool:
+        return id in self._positions
+
+    @property
+    def ids(self) -> list[str | int]:
+        """The item ids, in insertion order (a copy)."""
+        return list(self._ids)
+
+    @property
+    def n_delta(self) -> int:
+        """Items outside the Annoy forest (all of them without one), scanned exactly."""
+        return self._n - self._n_annoy
+
+    def entries(self) -> list[tuple[str | int, dict[str, Any]]]:
+        """(id, metadata copy) of every item, in insertion order."""
+        return [(i, dict(m)) for i, m in zip(self._ids, self._metadata, strict=True)]
+
+    def indexed_paths(self) -> list[tuple[str | int, str]]:
+        """(id, path) of every item whose metadata names its file (``"path"``)."""
+        return [
+            (i, m["path"])
+            for i, m in zip(self._ids, self._metadata, strict=True)
+            if isinstance(m.get("path"), str) and m["path"]
+        ]
+
+    def packed_codes(self, positions) -> np.ndarray:
+        """Packed uint8 (len(positions), bits / 8) codes of the items at ``positions``
+        (e.g. the ``position`` of hits), a copy."""
+        positions = np.asarray(positions, np.int64).reshape(-1)
+        if positions.size and (positions.min() < 0 or positions.max() >= self._n):
+            raise IndexError(f"positions must be in [0, {self._n}), got {positions.tolist()}")
+        return self._packed[positions].copy()
+
     # Adding ---------------------------------------------------------------------------
 
     def add(self, code, id: str | int, metadata: dict[str, Any] | None = None) -> None:

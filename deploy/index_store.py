@@ -63,7 +63,17 @@ class IndexFormatError(ValueError):
 
 
 class IndexMismatchError(ValueError):
-    """An index was made by another encoder (fingerprint) or for another code length."""
+    """An index was made by another encoder (fingerprint) or for another code length.
+
+    Attributes:
+        fingerprint: the codes identity the index records (``"<fingerprint>+float"``).
+        bits: the code length it records.
+    """
+
+    def __init__(self, message: str, fingerprint: str = "", bits: int | None = None):
+        super().__init__(message)
+        self.fingerprint = fingerprint
+        self.bits = bits
 
 
 @dataclass
@@ -166,12 +176,16 @@ def read_index(
     meta = _read_sidecar(path)
     if expected_bits is not None and meta["bits"] != expected_bits:
         raise IndexMismatchError(
-            f"index at {folder} holds {meta['bits']}-bit codes, expected {expected_bits}"
+            f"index at {folder} holds {meta['bits']}-bit codes, expected {expected_bits}",
+            meta["fingerprint"],
+            meta["bits"],
         )
     if expected_fingerprint is not None and meta["fingerprint"] != expected_fingerprint:
         raise IndexMismatchError(
             f"index at {folder} was made by encoder {meta['fingerprint']!r}, expected "
-            f"{expected_fingerprint!r}: re-index with the current encoder"
+            f"{expected_fingerprint!r}: re-index with the current encoder",
+            meta["fingerprint"],
+            meta["bits"],
         )
     packed = _read_codes(folder / CODES_FILE, meta)
     forest = _read_annoy(folder / ANNOY_FILE, meta) if meta["n_annoy"] else None
