@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from deploy import atomic
 from deploy.encoder import Encoder
 from deploy.index import HammingIndex, IndexMismatchError
+from deploy.locking import real_path
 
 
 def open_encoder(args) -> Encoder:
@@ -39,7 +39,7 @@ def load_index(folder: Path, encoder: Encoder, encoder_path: Path) -> HammingInd
 
 def make_parent(flag: str, path: Path) -> None:
     """Creates the folder ``path`` goes into; one error naming the flag when it cannot."""
-    parent = atomic.real_path(path).parent
+    parent = real_path(path).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

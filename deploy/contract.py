@@ -37,6 +37,10 @@ each bit comes from: the hash head pools the core node to an h x w grid of image
 and gives each cell c bits; bit i belongs to cell i // c, cells in row-major order (cell
 j is row j // w, column j % w), so h * w * c = bits. The search report draws per-cell
 bit agreement from it (:mod:`deploy.report`).
+
+Longer than 300 lines on purpose: it is the one home of the contract's names and the
+one validator of its format, field by field; export writes through it and every host
+reads through it, so the names and their checks stay side by side.
 """
 
 from __future__ import annotations

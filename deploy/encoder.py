@@ -8,6 +8,9 @@ checks the model file against it. Images are prepared by :mod:`deploy.preprocess
 code that prepared them for training, so a PNG gives the bits the Keras model gives.
 
 No TensorFlow: numpy, Pillow, tqdm and one runtime (ONNX Runtime or LiteRT).
+
+Just over 300 lines on purpose: opening (file hash, interface check against the
+contract) and encoding share the model and contract of one :class:`Encoder`.
 """
 
 from __future__ import annotations

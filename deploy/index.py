@@ -5,6 +5,10 @@ written atomically and checked on reading by :mod:`deploy.index_store`, whose na
 (``SIDECAR_FILE``, ``IndexFormatError``, ...) are importable from here too.
 
 Only numpy, annoy and the standard library are imported here.
+
+Longer than 300 lines on purpose: it is one class, whose adding, searching (exact and
+Annoy, merged with one tie rule), reading and saving all work on the same private
+arrays (packed codes, scan words, ids, metadata); split up, those would become public.
 """
 
 from __future__ import annotations
@@ -368,7 +372,7 @@ class HammingIndex:
         Raises:
             FileExistsError: ``directory`` is a file, or a non-empty folder that holds no
                 index (it would be replaced, and its files lost).
-            deploy.atomic.LockTimeout: another writer held the lock too long.
+            deploy.locking.LockTimeout: another writer held the lock too long.
         """
         index_store.write_index(
             directory,

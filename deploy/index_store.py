@@ -11,6 +11,10 @@ One folder per index (:class:`deploy.index.HammingIndex` saves and loads through
   search and the delta survive a reload;
 * ``index.ann``: the Annoy forest, only when one was built.
 
+Longer than 300 lines on purpose: the writer and the reader of the format sit together
+with every check the reader makes (each field, size and hash of the three files), so
+the format and its checks change in one place.
+
 The folder is replaced as a whole (:func:`deploy.atomic.atomic_directory`): a crash
 leaves the previous index, never a mix. Writers hold the folder's writer lock
 (:func:`writer_lock`); one that reads the index to update it takes the lock before
@@ -38,7 +42,7 @@ from typing import Any
 import annoy
 import numpy as np
 
-from deploy import atomic
+from deploy import atomic, locking
 from deploy.contract import VALID_BITS
 
 FORMAT_VERSION = 1
@@ -120,7 +124,7 @@ def writer_lock(
     timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
 ):
-    """The index folder's exclusive writer lock (:func:`deploy.atomic.writer_lock`).
+    """The index folder's exclusive writer lock (:func:`deploy.locking.writer_lock`).
 
     Hold it around a read-modify-write (load, add, save) so that no concurrent update
     is lost; saving inside it does not wait for itself.
@@ -131,7 +135,7 @@ def writer_lock(
         ...     index.add(code, id="new")
         ...     index.save("idx")
     """
-    return atomic.writer_lock(folder, timeout, on_wait)
+    return locking.writer_lock(folder, timeout, on_wait)
 
 
 def write_index(
@@ -149,7 +153,7 @@ def write_index(
     Holds the writer lock (waiting up to ``lock_timeout`` seconds, None: no limit). A
     ``folder`` that is a symbolic link is written through to its target.
     """
-    atomic.real_path(folder).parent.mkdir(parents=True, exist_ok=True)
+    locking.real_path(folder).parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(folder, lock_timeout) as real:
         atomic.repair_directory(real)  # a crashed write's backup is back before the check
         check_destination(real)

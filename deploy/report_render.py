@@ -2,6 +2,10 @@
 
 Works on the :class:`deploy.report.Report` content; :func:`deploy.report.write_report`
 calls it and writes the files. numpy + Pillow only (no TensorFlow).
+
+Just over 300 lines on purpose: the tiles, the sheet and the HTML draw the same entries
+with the same sizes and notes; :mod:`deploy.report` already holds the content and the
+writing, so a further split would only pass the layout constants around.
 """
 
 from __future__ import annotations
