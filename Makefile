@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install node browser demo test lint clean
+.PHONY: install node browser demo test test-fast lint clean
 
 $(BIN)/activate: requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: install
 test: install node browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The fast lane (under a minute): everything but the tests marked slow (real training,
+# extra exports, subprocess races); `make test` (CI) still runs them all.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -175,6 +175,7 @@ def test_index_save_killed_halfway_keeps_previous_index(tmp_path, monkeypatch, b
     assert os.listdir(tmp_path) == ["idx"]  # no temporary folder, no backup
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_save_ynet_killed_halfway_keeps_previous_model(tmp_path, monkeypatch):
     import keras
     from conftest import TINY

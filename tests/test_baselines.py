@@ -145,6 +145,7 @@ def test_class_activation_maps_and_online_cam_ranking():
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_ddmh_momentum_model_fills_its_queue_and_moves_its_average():
     keras.utils.set_random_seed(0)
     config = RunConfig(**TINY_CONFIG)

@@ -52,6 +52,7 @@ def test_load_prepared_refuses_as_load_image(tmp_path):
             load_prepared(path, 64, 1)
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_images_at_the_size_limit_peak_under_400_mib():
     done = subprocess.run(
         [sys.executable, "bench/bench_decode_memory.py"],

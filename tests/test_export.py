@@ -200,6 +200,7 @@ def test_float_mismatch_names_file_and_images():
         compare_float("encoder.tflite", nan, keras_bits, ["a", "b", "c"])
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_failed_parity_leaves_nothing_behind(exported, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise ParityError("encoder.tflite: sign bits differ from Keras on 1 of 16 images: x")
@@ -252,6 +253,7 @@ def test_contract_reader_names_the_file(exported, tmp_path):
         load_contract(path)
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_embedding_head_exports_with_keras_bits_and_no_grid(exported, tmp_path, capsys):
     spec = exported["spec"]
     model = YNet(**RGB_TINY, hash_head="embedding", class_names=spec.class_names)
@@ -265,6 +267,7 @@ def test_embedding_head_exports_with_keras_bits_and_no_grid(exported, tmp_path, 
     assert parity["passed"] and parity["float"]["encoder.onnx"]["bits_identical"]
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_flagged_int8_is_left_out_unless_kept(exported, monkeypatch, capsys):
     # Every int8 model is flagged with a minimum agreement above 100 %.
     monkeypatch.setattr(export_parity, "INT8_MIN_AGREEMENT", 1.01)

@@ -89,6 +89,7 @@ sys.exit(deploy.cli.main(sys.argv[3:]))
 """
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_two_concurrent_index_add_processes_lose_nothing(encoder, pngs, tmp_path, capsys):
     idx = tmp_path / "idx"
     build(capsys, encoder, idx, pngs[:4])
@@ -346,6 +347,7 @@ def test_flipped_byte_in_index_ann_is_an_error_not_a_crash(tmp_path):
         HammingIndex.load(tmp_path / "idx")
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_explain_never_overwrites_the_query_a_dataset_image_or_a_file(tmp_path, capsys):
     import keras
     from conftest import TINY

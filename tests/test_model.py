@@ -40,6 +40,7 @@ def test_hash_heads_build(head):
     assert ("hash_loss" in model.tracker_names) == (head in ("trained", "embedding"))
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_embedding_head_reads_the_embedding_and_has_no_grid(tmp_path):
     import tensorflow as tf
 
@@ -166,6 +167,7 @@ def test_model_is_registered_for_safe_mode():
     assert keras.saving.get_registered_object("keras_ynet>YNet") is YNet
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_plain_keras_loads_a_saved_model_after_import_keras_ynet(tmp_path):
     """`import keras_ynet` is enough for keras.saving.load_model (issue #9, item 6)."""
     import subprocess

@@ -29,6 +29,7 @@ def read_history(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # measured: several seconds; `make test` runs it
 def test_short_phantom_run_loss_falls_and_writes_the_run(tmp_path):
     data = tmp_path / "phantoms"
     make_phantoms(data, n_per_class=12, image_size=64, seed=0)
