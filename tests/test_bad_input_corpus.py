@@ -567,13 +567,15 @@ def test_build_over_only_bad_files_writes_nothing(encoder, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
 
 
-def test_usage_errors_exit_2(encoder, capsys):
+@pytest.mark.parametrize("command", ["deploy_search", "train"])
+def test_usage_errors_exit_2(encoder, capsys, command):
+    main, argv, flag = {
+        "deploy_search": (deploy_cli.main, ["search", "--encoder", str(encoder)], "--index"),
+        "train": (train_main, ["--batch-size", "0"], "--batch-size"),
+    }[command]
     with pytest.raises(SystemExit) as info:
-        deploy_cli.main(["search", "--encoder", str(encoder)])
-    assert info.value.code == 2 and "--index" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:
-        train_main(["--batch-size", "0"])
-    assert info.value.code == 2 and "--batch-size" in capsys.readouterr().err
+        main(argv)
+    assert info.value.code == 2 and flag in capsys.readouterr().err
 
 
 # Keras models --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from deploy import codes, index_store
-from deploy.index import HammingIndex, Hit
+from deploy.index import HammingIndex, Hit, IndexFormatError, IndexMismatchError
 
 
 def clustered(rng, n, centres, flip=0.1):
@@ -144,13 +145,20 @@ def test_save_load_round_trip(tmp_path, backend):
     assert sorted(os.listdir(tmp_path)) == ["idx"]
 
 
-def test_load_refuses_other_encoder_or_bits(tmp_path):
+@pytest.mark.parametrize(
+    "expected, match",
+    [
+        ({"expected_fingerprint": "enc-2"}, r"idx.*'enc-1'.*'enc-2'"),
+        ({"expected_bits": 128}, r"idx.*64-bit.*expected 128"),
+    ],
+    ids=["other_encoder", "other_bits"],
+)
+def test_load_refuses_other_encoder_or_bits(tmp_path, expected, match):
     db, _ = data("random", 20)
     make(db).save(tmp_path / "idx")
-    with pytest.raises(ValueError, match=r"idx.*'enc-1'.*'enc-2'"):
-        HammingIndex.load(tmp_path / "idx", expected_fingerprint="enc-2")
-    with pytest.raises(ValueError, match=r"idx.*64-bit.*expected 128"):
-        HammingIndex.load(tmp_path / "idx", expected_bits=128)
+    with pytest.raises(IndexMismatchError, match=match) as err:
+        HammingIndex.load(tmp_path / "idx", **expected)
+    assert (err.value.fingerprint, err.value.bits) == ("enc-1", 64)  # what the index holds
 
 
 def test_crash_mid_save_keeps_previous_index(tmp_path, monkeypatch):
@@ -176,84 +184,143 @@ def test_load_recovers_backup_after_crash_during_swap(tmp_path):
     assert len(HammingIndex.load(tmp_path / "idx")) == 10
 
 
-def test_corrupted_files_name_the_file(tmp_path):
+def _truncate(folder, name, cut):
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[: len(data) // 2] if cut is None else data[:-cut])
+
+
+def _flip_last_byte(folder, name):
+    data = bytearray((folder / name).read_bytes())
+    data[-1] ^= 1
+    (folder / name).write_bytes(bytes(data))
+
+
+def _edit_sidecar(folder, edit):
+    meta = json.loads((folder / "index.json").read_text())
+    edit(meta)
+    (folder / "index.json").write_text(json.dumps(meta))
+
+
+def _duplicate_ids(meta):
+    meta["ids"][1] = meta["ids"][0]
+
+
+CORRUPTIONS = {
+    "sidecar_truncated": (
+        lambda f: _truncate(f, "index.json", None),
+        r"index\.json is corrupted or truncated",
+    ),
+    "codes_truncated": (
+        lambda f: _truncate(f, "codes.npy", 5),
+        r"codes\.npy is missing, truncated or corrupted",
+    ),
+    "codes_flipped": (
+        lambda f: _flip_last_byte(f, "codes.npy"),
+        r"codes\.npy is corrupted: its sha256",
+    ),
+    "annoy_truncated": (
+        lambda f: _truncate(f, "index.ann", 64),
+        r"index\.ann is missing, truncated or corrupted",
+    ),
+    "duplicate_ids": (
+        lambda f: _edit_sidecar(f, _duplicate_ids),
+        r"index\.json lists duplicate ids",
+    ),
+    "bad_bits": (
+        lambda f: _edit_sidecar(f, lambda m: m.update(bits=48)),
+        r"index\.json is corrupted: bits must be one of",
+    ),
+    "ids_missing": (
+        lambda f: _edit_sidecar(f, lambda m: m.pop("ids")),
+        r"index\.json is corrupted: 'ids' missing",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_annoy_index(tmp_path_factory):
     db, _ = data("random", 10)
     index = make(db, backend="annoy", n_trees=2)
     index.build()
-    folder = tmp_path / "idx"
+    folder = tmp_path_factory.mktemp("saved") / "idx"
     index.save(folder)
-    sidecar = (folder / "index.json").read_bytes()
-    (folder / "index.json").write_bytes(sidecar[: len(sidecar) // 2])
-    with pytest.raises(ValueError, match=r"index\.json is corrupted or truncated"):
+    return folder
+
+
+@pytest.mark.parametrize("corrupt, match", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_corrupted_files_name_the_file(saved_annoy_index, tmp_path, corrupt, match):
+    folder = tmp_path / "idx"
+    shutil.copytree(saved_annoy_index, folder)
+    corrupt(folder)
+    with pytest.raises(IndexFormatError, match=match):
         HammingIndex.load(folder)
-    (folder / "index.json").write_bytes(sidecar)
-    codes_bytes = (folder / "codes.npy").read_bytes()
-    (folder / "codes.npy").write_bytes(codes_bytes[:-5])
-    with pytest.raises(ValueError, match=r"codes\.npy is missing, truncated or corrupted"):
-        HammingIndex.load(folder)
-    flipped = bytearray(codes_bytes)
-    flipped[-1] ^= 1
-    (folder / "codes.npy").write_bytes(bytes(flipped))
-    with pytest.raises(ValueError, match=r"codes\.npy is corrupted: its sha256"):
-        HammingIndex.load(folder)
-    (folder / "codes.npy").write_bytes(codes_bytes)
-    ann = (folder / "index.ann").read_bytes()
-    (folder / "index.ann").write_bytes(ann[:-64])
-    with pytest.raises(ValueError, match=r"index\.ann is missing, truncated or corrupted"):
-        HammingIndex.load(folder)
-    (folder / "index.ann").write_bytes(ann)
-    meta = json.loads(sidecar)
-    meta["ids"][1] = meta["ids"][0]
-    (folder / "index.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"index\.json lists duplicate ids"):
-        HammingIndex.load(folder)
-    meta = json.loads(sidecar)
-    meta["bits"] = 48
-    (folder / "index.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"index\.json is corrupted: bits must be one of"):
-        HammingIndex.load(folder)
-    del meta["ids"]
-    (folder / "index.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"index\.json is corrupted: 'ids' missing"):
-        HammingIndex.load(folder)
+
+
+def test_missing_index_names_the_sidecar(tmp_path):
     with pytest.raises(FileNotFoundError, match="index.json is missing"):
         HammingIndex.load(tmp_path / "nowhere")
 
 
-def test_misuse_errors():
+def _index_with_a():
+    index = HammingIndex(bits=64, fingerprint="enc-1")
+    index.add([0] * 64, id="a")
+    return index
+
+
+# One misuse per case: (what to call on an index holding "a", the error it gives).
+MISUSES = {
+    "k_zero": (lambda i: i.lookup([0] * 64, 0), "k must be an integer >= 1"),
+    "add_63_values": (lambda i: i.add([0] * 63, id="b"), "63 values per code.*64 bits.*8 packed"),
+    "lookup_63_values": (lambda i: i.lookup([0] * 63, 1), "63 values per code"),
+    "add_not_0_1": (lambda i: i.add([2] + [0] * 63, id="b"), "not 0/1 bits.*0 or 1"),
+    "add_raw_tanh": (
+        lambda i: i.add(np.tanh(np.linspace(-1, 1, 64)), id="b"),
+        "not 0/1 bits.*signs_to_bits",
+    ),
+    "add_packed_int64": (lambda i: i.add(np.zeros(8, np.int64), id="b"), "packed uint8"),
+    "duplicate_id": (lambda i: i.add([1] * 64, id="a"), "duplicate id 'a'"),
+    "duplicate_in_batch": (
+        lambda i: i.batch_add(np.zeros((2, 64), np.uint8), ["x", "x"]),
+        "duplicate id 'x'",
+    ),
+    "float_id": (lambda i: i.add([1] * 64, id=1.5), "ids must be str or int"),
+    "metadata_not_json": (
+        lambda i: i.add([1] * 64, id="m", metadata={"array": np.zeros(2)}),
+        "JSON-serialisable",
+    ),
+    "fewer_ids_than_codes": (
+        lambda i: i.batch_add(np.zeros((2, 64), np.uint8), ["y"]),
+        "2 codes but 1 ids",
+    ),
+}
+
+
+@pytest.mark.parametrize("misuse, match", MISUSES.values(), ids=MISUSES.keys())
+def test_misuse_errors(misuse, match):
+    index = _index_with_a()
+    with pytest.raises(ValueError, match=match):
+        misuse(index)
+    assert index.ids == ["a"]  # nothing was added by the failed call
+
+
+@pytest.mark.parametrize("call", ["lookup", "build"])
+def test_empty_index_refuses(call):
     index = HammingIndex(bits=64, fingerprint="enc-1")
     with pytest.raises(ValueError, match="empty index"):
-        index.lookup([0] * 64, 1)
-    with pytest.raises(ValueError, match="empty index"):
-        index.build()
-    index.add([0] * 64, id="a")
-    with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        index.lookup([0] * 64, 0)
-    with pytest.raises(ValueError, match="63 values per code.*64 bits.*8 packed"):
-        index.add([0] * 63, id="b")
-    with pytest.raises(ValueError, match="63 values per code"):
-        index.lookup([0] * 63, 1)
-    with pytest.raises(ValueError, match="not 0/1 bits.*0 or 1"):
-        index.add([2] + [0] * 63, id="b")
-    with pytest.raises(ValueError, match="not 0/1 bits.*signs_to_bits"):
-        index.add(np.tanh(np.linspace(-1, 1, 64)), id="b")  # raw tanh outputs
-    with pytest.raises(ValueError, match="packed uint8"):
-        index.add(np.zeros(8, np.int64), id="b")
-    with pytest.raises(ValueError, match="duplicate id 'a'"):
-        index.add([1] * 64, id="a")
-    with pytest.raises(ValueError, match="duplicate id 'x'"):
-        index.batch_add(np.zeros((2, 64), np.uint8), ["x", "x"])
-    with pytest.raises(ValueError, match="ids must be str or int"):
-        index.add([1] * 64, id=1.5)
-    with pytest.raises(ValueError, match="JSON-serialisable"):
-        index.add([1] * 64, id="m", metadata={"array": np.zeros(2)})
-    with pytest.raises(ValueError, match="2 codes but 1 ids"):
-        index.batch_add(np.zeros((2, 64), np.uint8), ["y"])
-    assert len(index) == 1  # nothing was added by the failed calls
-    with pytest.raises(ValueError, match="bits must be one of"):
-        HammingIndex(bits=48, fingerprint="enc-1")
-    with pytest.raises(ValueError, match="backend must be one of"):
-        HammingIndex(bits=64, fingerprint="enc-1", backend="faiss")
+        index.lookup([0] * 64, 1) if call == "lookup" else index.build()
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"bits": 48}, "bits must be one of"),
+        ({"bits": 64, "backend": "faiss"}, "backend must be one of"),
+    ],
+    ids=["bits", "backend"],
+)
+def test_bad_construction_is_refused(config, match):
+    with pytest.raises(ValueError, match=match):
+        HammingIndex(fingerprint="enc-1", **config)
 
 
 def test_deploy_imports_no_tensorflow():
