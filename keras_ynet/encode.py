@@ -6,9 +6,8 @@ import keras
 import numpy as np
 
 from deploy.codes import signs_to_bits
+from keras_ynet.hash_head import HASH_GRID_LAYER as HASH_PRE_ACTIVATION
 from keras_ynet.model import YNet
-
-HASH_PRE_ACTIVATION = "hash_flatten"
 
 
 def hash_pre_activations(model: keras.Model, images: np.ndarray, batch_size: int = 32):

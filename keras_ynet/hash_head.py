@@ -43,6 +43,9 @@ from keras import layers, ops
 from keras_ynet.layers import PACKAGE, BitCentering
 from keras_ynet.run_config import HASH_HEADS
 
+# The layer whose input is the (h, w, c) grid the bits are read from, and whose output
+# is what the bit thresholds split (keras_ynet.encode).
+HASH_GRID_LAYER = "hash_flatten"
 TRAINED_HEADS = ("trained", "embedding", "guided")  # heads with a hash loss term
 GUIDED_HEADS = ("guided",)  # heads the classification guidance reads
 SIGNED_HEADS = ("guided",)  # heads whose bit thresholds stay at zero
@@ -122,7 +125,7 @@ def build_hash_head(core_node, bits: int, head: str, seed: int, embedding=None):
         )(x)
         # The same layer names as the grid heads, so encoding and threshold fitting
         # (keras_ynet.encode) read every head alike.
-        x = layers.Flatten(name="hash_flatten")(x)
+        x = layers.Flatten(name=HASH_GRID_LAYER)(x)
         return BitCentering(bits, name="hash")(x)
     pool_h, pool_w, _, _, channels = hash_grid(core_node.shape[1], core_node.shape[2], bits)
     x = core_node
@@ -143,11 +146,8 @@ def build_hash_head(core_node, bits: int, head: str, seed: int, embedding=None):
             x = StopGradient(name="hash_stop_gradient")(x)
         x = conv(x)
     # Flatten in (h, w, c) order; bit i belongs to grid cell i // c (used by reports).
-    x = layers.Flatten(name="hash_flatten")(x)
+    x = layers.Flatten(name=HASH_GRID_LAYER)(x)
     return BitCentering(bits, name="hash")(x)
-
-
-HASH_GRID_LAYER = "hash_flatten"  # its input is the (h, w, c) grid the bits are read from
 
 
 def model_hash_grid(model) -> tuple[int, int, int] | None:

@@ -13,6 +13,7 @@ from keras import layers
 
 from keras_ynet import losses
 from keras_ynet.backbone import resnet_backbone
+from keras_ynet.fingerprint import RESCALE_LAYER
 from keras_ynet.hash_head import GUIDED_HEADS, HASH_HEADS, TRAINED_HEADS, build_hash_head
 from keras_ynet.layers import PACKAGE, RMACPooling, l2_normalize
 from keras_ynet.run_config import VALID_BITS, VARIANTS
@@ -92,7 +93,7 @@ class YNet(keras.Model):
 
         # === Functional graph ===
         image = keras.Input(shape=input_shape, name="image")
-        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(image)
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_LAYER)(image)
         c2, c3, c4, c5 = resnet_backbone(x, stem_filters, stage_widths, stage_blocks)
 
         # R-MAC branch: 3x3 conv + ReLU on the core node, then R-MAC pooling.

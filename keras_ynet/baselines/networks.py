@@ -11,6 +11,7 @@ import keras
 from keras import layers
 
 from keras_ynet.backbone import resnet_backbone
+from keras_ynet.fingerprint import RESCALE_LAYER
 
 FEATURES = "features"
 LOGITS = "logits"
@@ -19,7 +20,7 @@ HASH_DENSE = "hash_dense"
 
 def _encoder(input_shape, config):
     image = keras.Input(shape=tuple(input_shape), name="image")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(image)
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_LAYER)(image)
     c5 = resnet_backbone(x, config.stem_filters, config.stage_widths, config.stage_blocks)[-1]
     return image, c5
 
