@@ -5,6 +5,10 @@
         --backend annoy --n-trees 50
     python -m deploy index add --index INDEX --encoder ART/encoder.onnx new1.png new2.png
     python -m deploy index add --index INDEX --encoder ART/encoder.onnx --images NEW --compact
+    python -m deploy index add --index INDEX --encoder ART/encoder.onnx --replace fixed.png
+    python -m deploy index remove --index INDEX --id scan-17 scan-18 [--compact]
+    python -m deploy index info --index INDEX [--json]
+    python -m deploy index verify --index INDEX   # exit 1 and one line naming a bad file
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 10 --json
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 5 \\
         --report why.html          # also why.png, a contact sheet (--sheet PATH to choose)
@@ -18,8 +22,11 @@ and per-grid-cell bit agreement with the query (a hit whose file is gone gets a
 placeholder and a note). Errors print one line, ``error: ...``, and exit 1; ``--debug``
 shows the traceback instead (:func:`deploy.errors.run_command`, as every command line).
 
-The subcommands live in :mod:`deploy.cli_index` (``index build``, ``index add``) and
-:mod:`deploy.cli_search` (``search``); this module holds the parser and ``main``.
+Every command takes ``--json``: its result as one JSON document on stdout (messages and
+skipped files go to stderr). The subcommands live in :mod:`deploy.cli_index` (``index
+build``, ``index add``), :mod:`deploy.cli_manage` (``index remove``, ``info``,
+``verify``) and :mod:`deploy.cli_search` (``search``); this module holds the parser and
+``main``, and imports them only to run one, so ``--help`` is quick.
 
 Writers of one index (``index build``, ``index add``) run one after the other: a second
 one waits for the first (``--lock-timeout SECONDS`` to give up) and ``index add`` reads the
@@ -34,16 +41,20 @@ import argparse
 import os
 from pathlib import Path
 
-from deploy import sources
-from deploy.cli_index import cmd_add, cmd_build
-from deploy.cli_search import cmd_search
 from deploy.errors import run_command
-from deploy.index import BACKENDS
+
+# Kept in step with deploy.index.BACKENDS and deploy.sources.SPLIT_CHOICES (a test checks
+# it): importing those modules here would load numpy and Annoy just to print --help.
+BACKENDS = ("auto", "exact", "annoy")
+SPLIT_CHOICES = ("train", "val", "test", "all")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument(
+        "--json", action="store_true", help="print the result as one JSON document on stdout"
+    )
     encoding = argparse.ArgumentParser(add_help=False)
     encoding.add_argument(
         "--encoder",
@@ -72,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    index = commands.add_parser("index", help="build or grow an index").add_subparsers(
-        dest="action", required=True
-    )
+    index = commands.add_parser(
+        "index", help="build, grow, shrink, describe or check an index"
+    ).add_subparsers(dest="action", required=True)
     build = index.add_parser(
         "build", parents=[common, encoding, writing], help="encode images into a new index"
     )
@@ -100,6 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--compact", action="store_true", help="rebuild the Annoy forest over all items afterwards"
     )
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="give ids already in the index their new code (default: refuse them)",
+    )
+
+    remove = index.add_parser(
+        "remove", parents=[common, writing], help="remove items by id (no encoder needed)"
+    )
+    remove.add_argument("--index", required=True, type=Path, help="index folder")
+    remove.add_argument(
+        "--id", required=True, nargs="+", metavar="ID", help="ids to remove (all or nothing)"
+    )
+    remove.add_argument(
+        "--compact", action="store_true", help="rebuild the Annoy forest over the items left"
+    )
+    for name, what in (
+        ("info", "items, bits, backend, encoder, dates and sizes of an index"),
+        ("verify", "re-check every stored sha256 and count of an index (exit 1 on a problem)"),
+    ):
+        sub = index.add_parser(name, parents=[common], help=what)
+        sub.add_argument("--index", required=True, type=Path, help="index folder")
 
     search = commands.add_parser(
         "search", parents=[common, encoding], help="the k nearest indexed images to a query image"
@@ -112,7 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "-k", "--k", type=int, default=10, help="results (all if more than indexed)"
     )
-    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument(
         "--report", type=Path, help="write a 'why it matched' HTML report (and a PNG sheet)"
     )
@@ -131,7 +163,7 @@ def _add_sources(parser: argparse.ArgumentParser, allow_files: bool) -> None:
     group.add_argument("--images", type=Path, help="folder of images (recursive)")
     parser.add_argument(
         "--split",
-        choices=sources.SPLIT_CHOICES,
+        choices=SPLIT_CHOICES,
         default="train",
         help="labels.csv rows to index with --data (default: train)",
     )
@@ -149,19 +181,28 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one command; returns the exit status (0 ok, 1 error, 2 usage, 130 Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or (args.threads is not None and args.threads < 1):
+    batch_size, threads = getattr(args, "batch_size", 1), getattr(args, "threads", None)
+    if batch_size < 1 or (threads is not None and threads < 1):
         parser.error("--batch-size and --threads must be >= 1")
     cpus = usable_cpus()
-    if args.threads is not None and args.threads > cpus:
+    if threads is not None and threads > cpus:
         # More runtime threads than CPUs only adds switching (and a huge number makes
         # the runtime fail deep inside); a usage error names the limit instead.
         parser.error(
             f"--threads {args.threads} is more than the {cpus} CPU(s) this process may use"
         )
+    # The commands are imported here, not at the top: ``--help`` and usage errors then
+    # answer without loading numpy, the runtimes or Pillow.
     if args.command == "search":
-        command = cmd_search
+        from deploy.cli_search import cmd_search as command
+    elif args.action in ("build", "add"):
+        from deploy import cli_index
+
+        command = cli_index.cmd_build if args.action == "build" else cli_index.cmd_add
     else:
-        command = cmd_build if args.action == "build" else cmd_add
+        from deploy import cli_manage
+
+        command = getattr(cli_manage, f"cmd_{args.action}")
     return run_command(lambda: command(args), args.debug)
 
 

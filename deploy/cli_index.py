@@ -5,10 +5,11 @@ See :mod:`deploy.cli` for the command line; the parser and the error contract li
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
-from deploy import atomic, sources
+from deploy import atomic, dicom, preprocess, sources
 from deploy.cli_shared import load_index, make_parent, open_encoder, waiting
 from deploy.encoder import Encoder, EncodeResult
 from deploy.errors import printable
@@ -58,11 +59,22 @@ def cmd_build(args) -> int:
         _refuse_existing_index(args)  # another build may have finished meanwhile
         index.save(args.out)
     kind = "annoy" if index.uses_annoy() else "exact"
+    if args.json:
+        print(json.dumps({
+            "index": str(args.out), "indexed": len(result), "items": len(index),
+            "bits": encoder.bits, "codes": encoder.codes_id, "search": kind,
+            "skipped": _skipped(result),
+        }, indent=2))  # fmt: skip
+        return 0
     print(
         f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.codes_id}, "
         f"{kind}) -> {printable(args.out)}"
     )
     return 0
+
+
+def _skipped(result: EncodeResult) -> list[dict[str, str]]:
+    return [{"path": path, "error": message} for path, message in result.failures]
 
 
 def _refuse_existing_index(args) -> None:
@@ -89,19 +101,31 @@ def cmd_add(args) -> int:
 def _add_locked(args, encoder: Encoder) -> int:
     index = load_index(args.index, encoder, args.encoder)
     items = sources.file_items(args.files) if args.files else _items(args)
-    known = [item.id for item in items if item.id in index]
-    if known:
+    known = {item.id for item in items if item.id in index}
+    if known and not args.replace:
         raise ValueError(
-            f"{len(known)} id(s) already in {args.index}, e.g. {known[0]!r}; nothing was added"
+            f"{len(known)} id(s) already in {args.index}, e.g. {sorted(known)[0]!r}; nothing "
+            "was added (--replace gives them their new code)"
         )
-    _refuse_same_files(items, [(str(i), p) for i, p in index.indexed_paths()])
+    # A replaced item's old file is allowed to be its new file.
+    indexed = [(str(i), p) for i, p in index.indexed_paths() if i not in known]
+    _refuse_same_files(items, indexed)
     result = _encode(encoder, items, args)
+    # Only ids that encoded are replaced: a bad new file keeps the old entry.
+    replaced = index.remove([i for i in result.ids if i in known])
     _add_to(index, items, result)
     if args.compact:
         index.compact()
     index.save(args.index)
+    if args.json:
+        print(json.dumps({
+            "index": str(args.index), "added": len(result) - replaced, "replaced": replaced,
+            "items": len(index), "n_delta": index.n_delta, "skipped": _skipped(result),
+        }, indent=2))  # fmt: skip
+        return 0
     in_delta = f", {index.n_delta} in the Annoy delta" if index.uses_annoy() else ""
-    print(f"added {len(result)} image(s) to {args.index}: {len(index)} items{in_delta}")
+    also = f" (replacing {replaced})" if replaced else ""
+    print(f"added {len(result)} image(s){also} to {args.index}: {len(index)} items{in_delta}")
     return 0
 
 
@@ -139,4 +163,18 @@ def _print_failures(failures: list[tuple[str, str]]) -> None:
 
 def _add_to(index: HammingIndex, items: list[sources.Item], result: EncodeResult) -> None:
     metadata = {item.id: item.metadata for item in items}
-    index.batch_add(result.packed, result.ids, [metadata[i] for i in result.ids])
+    entries = [
+        _with_dicom_ids(metadata[i], path) for i, path in zip(result.ids, result.paths, strict=True)
+    ]
+    index.batch_add(result.packed, result.ids, entries)
+
+
+def _with_dicom_ids(metadata: dict, path) -> dict:
+    """A DICOM source's metadata gains its identifiers (``dicom``: study, series and SOP
+    instance UIDs, frame), so a hit leads back to the instance in the PACS."""
+    if path is None or not dicom.is_dicom(path):
+        return metadata
+    try:
+        return {**metadata, "dicom": dicom.identifiers(path)}
+    except preprocess.ImageError:
+        return metadata  # it encoded, so its header was readable: not expected

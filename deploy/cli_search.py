@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import codes, report
+from deploy import codes, dicom, report
 from deploy.cli_shared import load_index, make_parent, open_encoder
 from deploy.encoder import Encoder
 from deploy.errors import printable
@@ -39,7 +39,10 @@ def cmd_search(args) -> int:
     hits = index.lookup(query, k=args.k)
     if args.json:
         results = [_hit_json(h) for h in hits]
-        print(json.dumps({"query": str(args.image), "k": args.k, "results": results}, indent=2))
+        document = {"query": str(args.image), "k": args.k, "results": results}
+        if dicom.is_dicom(args.image):
+            document["query_dicom"] = dicom.identifiers(args.image, args.frame)
+        print(json.dumps(document, indent=2))
     else:
         print(_table(hits))
     if args.report is not None or sheet is not None:
@@ -119,19 +122,24 @@ def _not_the_indexed_image(encoder: Encoder, hit: Hit, code: np.ndarray) -> str:
 
 
 def _hit_json(hit: Hit) -> dict:
-    return {
+    row = {
         "rank": hit.rank,
         "id": hit.id,
         "distance": hit.distance,
         "label": hit.metadata.get("label", ""),
         "path": hit.metadata.get("path", ""),
     }
+    if "dicom" in hit.metadata:
+        row["dicom"] = hit.metadata["dicom"]
+    return row
 
 
 def _table(hits: list[Hit]) -> str:
     header = ("rank", "id", "distance", "label", "path")
     # Ids, labels and paths come from files: printed escaped, never as terminal codes.
-    rows = [header] + [tuple(printable(v) for v in _hit_json(h).values()) for h in hits]
+    rows = [header] + [
+        tuple(printable(v) for v in list(_hit_json(h).values())[: len(header)]) for h in hits
+    ]
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

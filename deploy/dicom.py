@@ -248,3 +248,37 @@ def _window(m: np.ndarray, c: float, w: float, ds, fail) -> np.ndarray:
     inside = (m > low) & (m <= high)  # empty when w1 == 0, so no division by zero
     y[inside] = ((m[inside] - c1) / w1 + 0.5) * 255.0
     return y
+
+
+# What an index stores of a DICOM source, so a hit leads back to the study in the PACS.
+IDENTIFIERS = {
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+}
+
+
+def identifiers(path: Path, frame: int | None = None) -> dict[str, str | int | None]:
+    """The instance's identifiers: ``study_instance_uid``, ``series_instance_uid``,
+    ``sop_instance_uid`` (None where the file has none) and ``frame`` (as given; None for
+    a single-frame file). The header only is read (no pixel data).
+
+    Raises:
+        ImageError: pydicom missing, or the file is not readable as DICOM.
+    """
+    try:
+        pydicom = importlib.import_module("pydicom")
+    except ImportError:
+        raise ImageError(f"pip install pydicom is needed to read DICOM {path}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        except Exception as e:  # pydicom raises many kinds on damaged files
+            raise ImageError(f"cannot read DICOM {path}: {type(e).__name__}: {e}") from None
+    found: dict[str, str | int | None] = {}
+    for key, keyword in IDENTIFIERS.items():
+        value = ds.get(keyword)
+        found[key] = str(value).strip() if value not in (None, "") else None
+    found["frame"] = frame
+    return found

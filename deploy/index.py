@@ -145,6 +145,8 @@ class HammingIndex:
         self._metadata: list[dict[str, Any]] = []
         self._annoy: annoy.AnnoyIndex | None = None
         self._n_annoy = 0
+        # When the index was first saved (UTC, ISO 8601); kept by every later save.
+        self.created: str | None = None
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, verbatim."""
@@ -262,6 +264,59 @@ class HammingIndex:
             f"codes: give {self.bits} bits (0/1) or {self._n_bytes} packed uint8 bytes"
         )
 
+    # Removing and replacing -----------------------------------------------------------
+
+    def remove(self, ids) -> int:
+        """Removes the items with these ids; the others keep their insertion order.
+
+        An item inside the Annoy forest cannot be taken out of it (Annoy has no delete),
+        and every later position moves down, so removing one drops the forest: until
+        :meth:`compact` rebuilds it, every item is in the delta and searched exactly (never
+        a wrong answer, only a slower one). Removing only delta items keeps the forest.
+
+        Returns:
+            The number of items removed.
+
+        Raises:
+            KeyError: an id is not in the index (nothing is removed).
+        """
+        ids = [_check_id(i) for i in ids]
+        missing = [i for i in ids if i not in self._positions]
+        if missing:
+            raise KeyError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown)")
+        drop = np.zeros(self._n, bool)
+        drop[[self._positions[i] for i in ids]] = True
+        if not drop.any():
+            return 0
+        if drop[: self._n_annoy].any():
+            self._annoy, self._n_annoy = None, 0
+        keep = np.flatnonzero(~drop)
+        packed = self._packed[keep]
+        kept_ids = [self._ids[p] for p in keep.tolist()]
+        kept_meta = [self._metadata[p] for p in keep.tolist()]
+        self._packed = np.empty((0, self._n_bytes), np.uint8)
+        self._words = codes.packed_to_words(self._packed)
+        self._n, self._ids, self._positions, self._metadata = 0, [], {}, []
+        self._append(packed, kept_ids, kept_meta)
+        return int(drop.sum())
+
+    def replace(self, code, id: str | int, metadata: dict[str, Any] | None = None) -> None:
+        """Gives an existing id a new code (and metadata): :meth:`remove` then :meth:`add`.
+
+        The item becomes the newest one (it is a new insertion, so it ranks after older
+        items at an equal distance). Nothing changes if the code or metadata is invalid.
+
+        Raises:
+            KeyError: ``id`` is not in the index.
+        """
+        if np.ndim(code) != 1:
+            raise ValueError(f"replace takes one code (1-D), got shape {np.shape(code)}")
+        packed = self._to_packed(np.asarray(code)[None], "codes")
+        meta = _check_meta(metadata)
+        id = _check_id(id)
+        self.remove([id])
+        self._append(packed, [id], [meta])
+
     # Building -------------------------------------------------------------------------
 
     def uses_annoy(self) -> bool:
@@ -374,7 +429,7 @@ class HammingIndex:
                 index (it would be replaced, and its files lost).
             deploy.locking.LockTimeout: another writer held the lock too long.
         """
-        index_store.write_index(
+        self.created = index_store.write_index(
             directory,
             self.get_config(),
             self._packed[: self._n],
@@ -383,6 +438,7 @@ class HammingIndex:
             self._annoy,
             self._n_annoy,
             lock_timeout,
+            self.created,
         )
 
     @classmethod
@@ -407,6 +463,7 @@ class HammingIndex:
             raise IndexFormatError(f"index sidecar {sidecar} is corrupted: {err}") from None
         index._append(stored.packed, stored.ids, stored.metadata)
         index._annoy, index._n_annoy = stored.forest, stored.n_annoy
+        index.created = stored.created
         return index
 
 

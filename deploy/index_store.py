@@ -31,6 +31,7 @@ Only numpy, annoy and the standard library are imported here.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -92,6 +93,8 @@ class StoredIndex:
         packed: uint8 (count, bits / 8) codes.
         forest: the Annoy forest over the first ``n_annoy`` items, or None.
         n_annoy: items inside the forest.
+        created: when the index was first saved (None for an index saved before that
+            was recorded).
     """
 
     path: Path
@@ -101,6 +104,7 @@ class StoredIndex:
     packed: np.ndarray
     forest: annoy.AnnoyIndex | None
     n_annoy: int
+    created: str | None = None
 
 
 def check_destination(folder: str | os.PathLike) -> None:
@@ -147,12 +151,16 @@ def write_index(
     forest: annoy.AnnoyIndex | None,
     n_annoy: int,
     lock_timeout: float | None = None,
-) -> None:
+    created: str | None = None,
+) -> str:
     """Writes an index folder atomically: a crash leaves the previous one loadable.
 
     Holds the writer lock (waiting up to ``lock_timeout`` seconds, None: no limit). A
-    ``folder`` that is a symbolic link is written through to its target.
+    ``folder`` that is a symbolic link is written through to its target. ``created`` is
+    kept (an index's first save sets it); ``modified`` is now. Returns ``created``.
     """
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    created = created or now
     locking.real_path(folder).parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(folder, lock_timeout) as real:
         atomic.repair_directory(real)  # a crashed write's backup is back before the check
@@ -166,7 +174,9 @@ def write_index(
                 annoy_bytes = (tmp / ANNOY_FILE).stat().st_size
                 annoy_sha256 = _file_sha256(tmp / ANNOY_FILE)
             sidecar = _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes, annoy_sha256)
+            sidecar.update(created=created, modified=now)
             (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    return created
 
 
 def read_index(
@@ -201,7 +211,15 @@ def read_index(
         packed=packed,
         forest=forest,
         n_annoy=meta["n_annoy"],
+        created=meta.get("created") if isinstance(meta.get("created"), str) else None,
     )
+
+
+def read_sidecar(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The folder actually read and its checked sidecar, without reading the codes or
+    the forest (cheap: what ``index info`` shows). The files' hashes are not checked."""
+    folder = atomic.recover_directory(folder)
+    return folder, _read_sidecar(folder / SIDECAR_FILE)
 
 
 def _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes, annoy_sha256):
