@@ -19,6 +19,7 @@ import keras_ynet
 from deploy.atomic import atomic_directory, atomic_write_text
 from deploy.contract import CONTRACT_FILE
 from export.contract_writer import build_contract, model_hash_grid, write_contract
+from export.golden import GOLDEN_DIR, GOLDEN_FILE, write_golden
 from export.parity import PARITY_FILE, check_parity, prepare_records
 from keras_ynet.dataset import load_dataset
 from keras_ynet.fingerprint import FINGERPRINT_HEX_CHARS, model_fingerprint
@@ -58,7 +59,10 @@ def make_shareable(folder: Path) -> None:
     os.umask(umask)
     os.chmod(folder, 0o777 & ~umask)
     for path in folder.iterdir():
-        os.chmod(path, 0o666 & ~umask)
+        if path.is_dir():  # golden/: a folder needs its x bits to be entered
+            make_shareable(path)
+        else:
+            os.chmod(path, 0o666 & ~umask)
 
 
 def export_encoder(
@@ -166,10 +170,12 @@ def export_encoder(
             )
             write_contract(tmp, contract)
         atomic_write_text(tmp / PARITY_FILE, json.dumps(report, indent=2) + "\n")
+        step(f"golden vectors -> {GOLDEN_FILE}")
+        write_golden(tmp, spec.split("test") or spec.split("train"), spec.root)
         report["fingerprint"] = fingerprint
         report["files"] = {name: (tmp / name).stat().st_size for name in files.values()}
         make_shareable(tmp)
         step(f"all checks passed; moving into {out}")
     report["out"] = str(out)
-    report["written"] = [*files.values(), CONTRACT_FILE, PARITY_FILE]
+    report["written"] = [*files.values(), CONTRACT_FILE, PARITY_FILE, GOLDEN_FILE, GOLDEN_DIR]
     return report

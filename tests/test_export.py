@@ -59,7 +59,8 @@ def images_of(spec):
 
 def test_artifacts_and_contract(exported):
     art = exported["art"]
-    names = {"encoder.onnx", "encoder.tflite", "encoder_int8.tflite", "encoder.json", "parity.json"}
+    names = {"encoder.onnx", "encoder.tflite", "encoder_int8.tflite", "encoder.json", "parity.json",
+             "golden.json", "golden"}  # fmt: skip
     assert {p.name for p in art.iterdir()} == names
     contract = load_contract(art, check_files=True)
     assert (contract.image_size, contract.channels, contract.bits) == (64, 3, 64)
@@ -215,14 +216,14 @@ def test_failed_parity_leaves_nothing_behind(exported, monkeypatch, capsys):
 
     monkeypatch.setattr(exporter, "check_parity", fail)
     root, art = exported["root"], exported["art"]
-    before = {p.name: p.read_bytes() for p in art.iterdir()}
+    before = {p.name: p.read_bytes() for p in art.rglob("*") if p.is_file()}
     argv = ["--model", str(exported["model_path"]), "--data", str(exported["spec"].root)]
     assert main([*argv, "--out", str(root / "new"), "--no-int8"]) == 1
     assert main([*argv, "--out", str(art), "--no-int8"]) == 1  # a previous export stays
     err = capsys.readouterr().err
     assert "error: encoder.tflite: sign bits differ" in err and "Traceback" not in err
     assert not (root / "new").exists()
-    assert {p.name: p.read_bytes() for p in art.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in art.rglob("*") if p.is_file()} == before
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary folders
 
 
@@ -284,7 +285,14 @@ def test_flagged_int8_is_left_out_unless_kept(exported, monkeypatch, capsys):
     assert main([*argv, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "encoder_int8.tflite was not written (--keep-flagged-int8 writes it)" in err
-    names = {"encoder.onnx", "encoder.tflite", "encoder.json", "parity.json"}
+    names = {
+        "encoder.onnx",
+        "encoder.tflite",
+        "encoder.json",
+        "parity.json",
+        "golden.json",
+        "golden",
+    }
     assert {p.name for p in out.iterdir()} == names
     contract = load_contract(out, check_files=True)
     assert sorted(contract.files) == sorted(contract.artifacts) == ["onnx", "tflite"]

@@ -16,6 +16,7 @@ from conftest import REPO, SHARED_DATA, TINY
 from PIL import Image
 from test_image_formats import png_bytes
 
+from deploy import codes
 from deploy.preprocess import load_image, prepare_image
 from export.contract_writer import build_contract, write_contract
 from export.onnx_export import export_onnx, run_onnx
@@ -128,4 +129,73 @@ def test_node_host_refuses_an_altered_model(tmp_path):
     assert result.returncode == 1 and result.stderr == (
         f"error: {contract} records no sha256 for encoder.onnx (exported before model files "
         "were hashed): re-export the model\n"
+    )
+
+
+# Search and golden vectors ----------------------------------------------------------------
+
+
+def run_search(*args):
+    return subprocess.run(
+        ["node", str(NODE_DIR / "search.js"), *map(str, args)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_node_search_equals_python(art, tmp_path, capsys):
+    from test_deploy import run_cli
+
+    onnx, index = art["dir"] / "encoder.onnx", tmp_path / "idx"
+    rc, _, err = run_cli(capsys, "index", "build", "--encoder", onnx, "--data", art["data"],
+                         "--split", "all", "--out", index)  # fmt: skip
+    assert rc == 0, err
+    distances = set()
+    for path in art["paths"][:6]:
+        rc, out, err = run_cli(capsys, "search", "--index", index, "--encoder", onnx,
+                               "--image", path, "-k", 16, "--json")  # fmt: skip
+        assert rc == 0, err
+        python = json.loads(out)["results"]
+        result = run_search("--index", index, "--contract", art["dir"] / "encoder.json",
+                            "-k", 16, "--json", path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        node = json.loads(result.stdout)
+        assert node["results"] == python  # ids, distances, ranks, labels, paths; tie order
+        distances.update(h["distance"] for h in python)
+        by_code = run_search("--index", index, "-k", 3,
+                             "--code", codes.pack_bits(art["bits"][path.stem][None])[0].tobytes().hex())  # fmt: skip
+        assert by_code.stdout.splitlines() == [
+            f"{h['rank']} {h['id']} {h['distance']}" for h in python[:3]
+        ]
+    assert len(distances) > 3  # not a degenerate index
+    # A damaged codes file is refused, naming it, as in Python.
+    data = bytearray((index / "codes.npy").read_bytes())
+    data[-1] ^= 1
+    (index / "codes.npy").write_bytes(bytes(data))
+    result = run_search("--index", index, "--code", "00" * 8)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: codes file {index}/codes.npy is corrupted: its sha256 differs from the sidecar's\n"
+    )
+
+
+def test_node_host_checks_itself_against_golden_json(art, tmp_path):
+    golden = art["dir"] / "golden.json"
+    result = run_search("--check", golden, "--data", art["data"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok: 8 image(s) and 8 search(es) as golden.json\n"
+    result = run_search("--check", golden)
+    assert result.stdout == (
+        "ok: 6 image(s) and 8 search(es) as golden.json (2 dataset image(s) not checked: "
+        "give --data)\n"
+    )
+    # A wrong expected code is found and named.
+    folder = tmp_path / "art"
+    shutil.copytree(art["dir"], folder)
+    document = json.loads((folder / "golden.json").read_text())
+    first = document["images"][0]
+    first["code"] = f"{int(first['code'][:2], 16) ^ 1:02x}" + first["code"][2:]
+    (folder / "golden.json").write_text(json.dumps(document))
+    result = run_search("--check", folder / "golden.json")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"error: {folder}/golden.json: image golden/g0_grey_exact.png: code "
     )

@@ -95,12 +95,13 @@ function toHex(bytes) {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }
 
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
-  const contract = loadContract(args.contract);
-  const modelPath = args.model || path.join(path.dirname(args.contract), contract.files.onnx);
+// The checked ONNX session of an export: the contract's fields, the model's sha256 and
+// its input/output names, each refused with the file named.
+async function openEncoder(contractPath, modelArg) {
+  const contract = loadContract(contractPath);
+  const modelPath = modelArg || path.join(path.dirname(contractPath), contract.files.onnx);
   if (!fs.existsSync(modelPath)) throw new Error(`${modelPath}: model file not found`);
-  const model = checkedModel(modelPath, contract, args.contract);
+  const model = checkedModel(modelPath, contract, contractPath);
   const ort = require("onnxruntime-node");
   let session;
   try {
@@ -115,28 +116,48 @@ async function main() {
       `${modelPath}: has inputs ${session.inputNames} / outputs ${session.outputNames}, ` +
         `the contract names ${inputName} / ${codeName}`,
     );
+  // ONNX (float) codes: what an index filled by this model records (encoder.json artifacts).
+  const codesId = contract.artifacts.onnx.codes || `${contract.fingerprint}+float`;
+  return { ort, session, contract, modelPath, codesId };
+}
+
+// One PNG file -> { input: the prepared uint8 model input, code: the packed code bytes }.
+async function encodePng(encoder, image) {
+  const { ort, session, contract } = encoder;
+  if (path.extname(image).toLowerCase() !== ".png")
+    throw new Error(
+      `${image}: only PNG images are supported by this host (DICOM, JPEG: python -m deploy)`,
+    );
+  let buffer;
+  try {
+    buffer = fs.readFileSync(image);
+  } catch (err) {
+    throw new Error(`${image}: cannot read (${err.code || err.message})`);
+  }
   const [, size, , channels] = contract.input.shape;
+  const pixels = prepareImage(buffer, contract, image);
+  const feeds = { [contract.input.name]: new ort.Tensor("uint8", pixels, [1, size, size, channels]) };
+  const codeName = contract.outputs.code.name;
+  const out = await session.run(feeds, [codeName]);
+  return { input: pixels, code: Uint8Array.from(out[codeName].data) };
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const encoder = await openEncoder(args.contract, args.model);
   if (args.dump_inputs) fs.mkdirSync(args.dump_inputs, { recursive: true });
   for (const [n, image] of args.images.entries()) {
-    if (path.extname(image).toLowerCase() !== ".png")
-      throw new Error(
-        `${image}: only PNG images are supported by this host (DICOM, JPEG: python -m deploy)`,
-      );
-    let buffer;
-    try {
-      buffer = fs.readFileSync(image);
-    } catch (err) {
-      throw new Error(`${image}: cannot read (${err.code || err.message})`);
-    }
-    const pixels = prepareImage(buffer, contract, image);
-    if (args.dump_inputs) fs.writeFileSync(path.join(args.dump_inputs, `${n}.u8`), pixels);
-    const feeds = { [inputName]: new ort.Tensor("uint8", pixels, [1, size, size, channels]) };
-    const out = await session.run(feeds, [codeName]);
-    console.log(`${image} ${toHex(out[codeName].data)}`);
+    const { input, code } = await encodePng(encoder, image);
+    if (args.dump_inputs) fs.writeFileSync(path.join(args.dump_inputs, `${n}.u8`), input);
+    console.log(`${image} ${toHex(code)}`);
   }
 }
 
-main().catch((err) => {
-  console.error(`error: ${err.message}`);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(`error: ${err.message}`);
+    process.exit(1);
+  });
+}
+
+module.exports = { loadContract, checkedModel, openEncoder, encodePng, toHex };
