@@ -6,7 +6,8 @@ One folder per index (:class:`deploy.index.HammingIndex` saves and loads through
   constructor config (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the
   encoder ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy
   forest / added after it was built), ``ids``, per-item ``metadata`` (e.g. path, label),
-  the sha256 of the codes and the size and sha256 of the Annoy file;
+  the sha256 of the codes and the size and sha256 of the Annoy file, ``created`` (the
+  first save) and ``modified`` (the last), UTC ISO 8601;
 * ``codes.npy``: every item's packed code (uint8, ``codes.pack_bits`` layout), so exact
   search and the delta survive a reload;
 * ``index.ann``: the Annoy forest, only when one was built.

@@ -293,3 +293,28 @@ def test_help_is_quick_and_imports_nothing_heavy():
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0 and "index" in result.stdout
     assert time.perf_counter() - start < 1.0  # the whole process, interpreter start included
+
+
+def test_cli_remove_takes_the_writer_lock(tmp_path, capsys):
+    from test_index_safety import HOLD
+
+    idx = tmp_path / "idx"
+    eye_index().save(idx)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(idx)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        rc, _, err = run_cli(capsys, "index", "remove", "--index", idx, "--id", "i0",
+                             "--lock-timeout", "0.3")  # fmt: skip
+    finally:
+        holder.communicate("", timeout=30)
+    assert (
+        rc == 1
+        and err.splitlines()[0] == f"waiting for process {holder.pid}, which is writing {idx}"
+    )
+    assert "gave up waiting after 0.3 s" in err.splitlines()[1]
+    assert HammingIndex.load(idx).ids == [f"i{i}" for i in range(6)]  # nothing removed
+    assert run_cli(capsys, "index", "remove", "--index", idx, "--id", "i0")[0] == 0
+    assert HammingIndex.load(idx).ids == [f"i{i}" for i in range(1, 6)]
