@@ -2,20 +2,21 @@
 
 The paper convolves the C x H x W core node to c x h x w with c * h * w = bits
 (64 bits: 256 x 8 x 8 -> 1 x 8 x 8), flattens, applies tanh and takes the sign. It does
-not train this head; at test time it describes the aggregation as a channel mean. Three
+not train this head; at test time it describes the aggregation as a channel mean. Five
 heads are offered:
 
 * ``"mean"``: the channel mean over c groups of channels (the paper's test-time head);
 * ``"conv"``: a 1x1 convolution left at its seeded random initialisation (the paper's
   untrained convolution: a random projection per grid cell);
-* ``"trained"`` (the default, chosen by measurement: docs/results.md): the same
+* ``"trained"`` (the head of ``--preset paper``): the same
   convolution trained with circle loss on the hash values plus a quantisation term
   (our option, not in the paper). Its gradient stops at the core node:
   the head learns how to aggregate the features the two branches taught the core node
   (the authors' reply R1-4 describes the aggregation as "weighed with class labels"),
   without the hash loss reshaping those features.
 
-* ``"embedding"`` (our option, not in the paper): a dense map of the float R-MAC
+* ``"embedding"`` (the default of training, chosen by cross-validation on the train
+  splits: docs/results.md; our option, not in the paper): a dense map of the float R-MAC
   embedding to ``bits`` values, trained like ``trained`` (gradient stopped at the
   embedding). It keeps more of what the classification guidance taught (Table II
   analysis in docs/results.md) but its bits have no image region, so the search report

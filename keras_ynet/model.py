@@ -36,7 +36,7 @@ class YNet(keras.Model):
         variant: ``ynet`` or an ablation: ``no_fpn`` (no segmentation loss),
             ``no_rmac`` (no classification loss), ``no_circle`` (softmax
             cross-entropy on the R-MAC embedding instead of circle loss).
-        hash_head: ``trained`` (default: measured best, see docs/results.md), our
+        hash_head: ``trained`` (the paper's grid, trained), our
             ``embedding`` head, or the paper's untrained ``mean`` / ``conv`` (see
             :mod:`keras_ynet.hash_head`).
         coupling: ``alpha``, ``uncertainty`` or ``fixed`` (see ``LossCoupling``).
