@@ -108,6 +108,8 @@ def test_train_and_evaluate_on_a_jsrt_subset(shared_data, tmp_path, capsys):
                 "name": "jsrt",
                 "mask_classes": ["background", "right_lung", "left_lung", "heart"],
                 "mask_kind": "chest",
+                # The rows point at the shared images by absolute path, on purpose.
+                "allow_outside_paths": True,
             }
         )
     )
