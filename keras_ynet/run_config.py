@@ -40,6 +40,12 @@ PRESETS = {
         **_NARROW,
     },
     "ce_guided_wide": {"variant": "no_circle", "hash_head": "guided", "augment": False, **_WIDE},
+    "ce_embedding_wide": {
+        "variant": "no_circle",
+        "hash_head": "embedding",
+        "augment": False,
+        **_WIDE,
+    },
 }
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)

@@ -12,9 +12,10 @@ PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-600}
 SEEDS=${SEEDS:-3}
 METHODS=${METHODS:-ynet ynet_paper classifier classifier_float}
+DATASETS=${DATASETS:-rimone_dl jsrt}
 # One more seed on both datasets at a time, so a stopped run leaves equal seed counts.
 for seeds in $(seq 1 "$SEEDS"); do
-  for dataset in rimone_dl jsrt; do
+  for dataset in $DATASETS; do
     "$PY" -m keras_ynet.experiments table2 --data "$DATA/$dataset" --out "$OUT/$dataset" \
       --train-steps "$STEPS" --seeds "$seeds" --methods $METHODS \
       || echo "table2 on $dataset failed"
