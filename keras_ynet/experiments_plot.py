@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from deploy.atomic import atomic_path
-from keras_ynet.metrics import CONVENTION_NAMES, MAP_CONVENTIONS
+from keras_ynet.ranking_metrics import CONVENTION_NAMES, MAP_CONVENTIONS
 
 PANEL_W, PANEL_H = 420, 340
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 56, 16, 36, 44

@@ -69,10 +69,10 @@ def explain(
     if not records:
         raise ValueError(f"{spec.root / 'labels.csv'}: no rows in split {split!r}")
     from deploy.codes import hamming_distance_matrix
-    from keras_ynet.encode import encode_bits
     from keras_ynet.fingerprint import model_fingerprint
-    from keras_ynet.metrics import hamming_ranking
+    from keras_ynet.ranking_metrics import hamming_ranking
     from keras_ynet.saving import load_ynet
+    from keras_ynet.ynet_codes import encode_bits
 
     log(f"loading {model_path}")
     model = load_ynet(model_path)

@@ -15,7 +15,8 @@ AP@k = (1/R) * sum_{j<=k} P(j) * rel(j), with three published choices of R, name
 
 Pure numpy (no TensorFlow), so evaluation runs anywhere the index runs. All figures of
 one ranking at once, with fine labels and vCDR, come from
-:func:`keras_ynet.retrieval_report.evaluate_ranking`.
+:func:`keras_ynet.retrieval_report.evaluate_ranking`; a dataset's test split against its
+train split, from :mod:`keras_ynet.dataset_evaluation`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from deploy.codes import hamming_distance_matrix
 
 MAP_CONVENTIONS = ("retrieved", "all", "k")
 CONVENTION_NAMES = {"retrieved": "(a) retrieved", "all": "(b) all", "k": "(c) k"}
+# The one figure every model choice is made by: the best-epoch checkpoint of Y-Net
+# (keras_ynet.callbacks) and of the baselines (keras_ynet.baselines.validation), and the
+# score of a cross-validation fold (keras_ynet.experiments.cv): mAP@SELECTION_K under
+# SELECTION_CONVENTION, on a held-out part of the train split.
+SELECTION_K = 10
+SELECTION_CONVENTION = "k"
 
 
 # ----------------------------------------------------------------------------- rankings
