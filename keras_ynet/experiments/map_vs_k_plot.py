@@ -53,7 +53,7 @@ def plot_map_vs_k(rows: list[dict], random_map: dict, path: Path, title: str = "
     """Writes the PNG (atomically) and returns its path.
 
     Args:
-        rows: table rows of :func:`keras_ynet.experiments_report.summarize_row`.
+        rows: table rows of :func:`keras_ynet.experiments.summary_tables.summarize_row`.
         random_map: ``random_map[convention][str(k)]``.
         path: the .png to write.
         title: line drawn above the panels.
