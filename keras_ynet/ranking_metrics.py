@@ -13,7 +13,12 @@ AP@k = (1/R) * sum_{j<=k} P(j) * rel(j), with three published choices of R, name
 * ``"all"`` (b): every relevant item in the database.
 * ``"k"`` (c): k itself (the Y-Net authors' notebooks).
 
-Pure numpy (no TensorFlow), so evaluation runs anywhere the index runs. All figures of
+Pure numpy (no TensorFlow), so evaluation runs anywhere the index runs.
+
+Just over 300 lines on purpose: every figure reads one checked ranking through the same
+private helpers (relevance, the effective k, the checks of labels, k and ranking), and the
+closed-form chance level needs its derivation beside it; split, the helpers would become
+public API of no use on their own. All figures of
 one ranking at once, with fine labels and vCDR, come from
 :func:`keras_ynet.retrieval_report.evaluate_ranking`; a dataset's test split against its
 train split, from :mod:`keras_ynet.dataset_evaluation`.
