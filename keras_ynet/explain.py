@@ -24,10 +24,9 @@ from tqdm import tqdm
 from deploy import report
 from deploy.errors import run_command
 from deploy.preprocess import prepare_image
+from deploy.sources import SPLIT_CHOICES as SPLITS
 from keras_ynet.dataset import DatasetError, load_dataset, load_image
 from keras_ynet.hash_head import model_hash_grid
-
-SPLITS = ("train", "val", "test", "all")
 
 
 def predict_masks(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -270,7 +270,7 @@ def test_every_command_has_json(art, built, capsys):
     for name, sub in [("search", commands["search"]), *actions.items()]:
         assert "--json" in sub._option_string_actions, name
     assert sorted(actions) == ["add", "build", "info", "remove", "verify"]
-    assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES == sources.SPLIT_CHOICES
+    assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES is sources.SPLIT_CHOICES
 
 
 def test_help_is_quick_and_imports_nothing_heavy():
