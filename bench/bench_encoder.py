@@ -17,7 +17,7 @@ Columns:
 * x bound: that time over the FLOP bound, i.e. the encoder's multiply-add FLOPs
   (2 x MACs of every Conv / MatMul / Gemm in the ONNX graph) at this core's float32 rate,
   measured with a numpy matrix multiply on one thread;
-* Keras predict: ``model.predict`` of the full YNet (what ``keras_ynet.encode`` runs) and
+* Keras predict: ``model.predict`` of the full YNet (what ``keras_ynet.ynet_codes`` runs) and
   of the hash sub-model only (the exported graph).
 
 TensorFlow, ONNX Runtime, LiteRT and numpy are all restricted to one thread.
@@ -94,9 +94,9 @@ def ms_per_image(fn, batch: np.ndarray, repeats: int) -> float:
 def build_model(args):
     """The model to benchmark and uint8 images for calibration and timing."""
     from deploy.preprocess import load_image, prepare_image
-    from keras_ynet.encode import calibrate_bit_thresholds
     from keras_ynet.model import YNet
     from keras_ynet.saving import load_ynet
+    from keras_ynet.ynet_codes import calibrate_bit_thresholds
 
     if args.model is not None:
         model = load_ynet(args.model)

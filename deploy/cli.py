@@ -42,11 +42,11 @@ import os
 from pathlib import Path
 
 from deploy.errors import run_command
+from deploy.sources import SPLIT_CHOICES  # standard library only: --help stays fast
 
-# Kept in step with deploy.index.BACKENDS and deploy.sources.SPLIT_CHOICES (a test checks
-# it): importing those modules here would load numpy and Annoy just to print --help.
+# Kept in step with deploy.index.BACKENDS (a test checks it): importing deploy.index here
+# would load numpy and Annoy just to print --help.
 BACKENDS = ("auto", "exact", "annoy")
-SPLIT_CHOICES = ("train", "val", "test", "all")
 
 
 def build_parser() -> argparse.ArgumentParser:

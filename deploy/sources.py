@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = (
 )  # fmt: skip
 _DATASET_COLUMNS = ("id", "image", "label", "split")
 # dataset.json key that lets labels.csv name files outside the dataset folder (the
-# cross-validation folds of keras_ynet.experiments_cv point at the original dataset).
+# cross-validation folds of keras_ynet.experiments.cv point at the original dataset).
 ALLOW_OUTSIDE_KEY = "allow_outside_paths"
 
 

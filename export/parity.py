@@ -26,7 +26,7 @@ from deploy.codes import pack_bits, signs_to_bits
 from deploy.preprocess import load_prepared
 from keras_ynet.dataset import DatasetSpec, Record
 from keras_ynet.fingerprint import hash_submodel
-from keras_ynet.metrics import hamming_ranking, map_at_k_from_ranking
+from keras_ynet.ranking_metrics import hamming_ranking, map_at_k_from_ranking
 
 PARITY_FILE = "parity.json"
 INT8_MIN_AGREEMENT = 0.99

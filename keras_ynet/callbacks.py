@@ -7,20 +7,24 @@ import time
 import keras
 import numpy as np
 
-from keras_ynet.encode import hash_pre_activations
 from keras_ynet.hash_head import bit_thresholds
-from keras_ynet.metrics import map_at_k
+from keras_ynet.ranking_metrics import SELECTION_CONVENTION, SELECTION_K, map_at_k
+from keras_ynet.ynet_codes import hash_pre_activations
+
+# The validation score's name in the epoch logs and history.csv: "val_map@10".
+VAL_KEY = f"val_map@{SELECTION_K}"
 
 
 class BestValidation(keras.callbacks.Callback):
     """Scores the model after each epoch and restores the best weights at the end.
 
     Args:
-        score_fn: ``score_fn(model) -> float``, higher is better (validation mAP@10).
+        score_fn: ``score_fn(model) -> float``, higher is better (validation mAP@10,
+            :data:`keras_ynet.ranking_metrics.SELECTION_K`).
         key: name of the score in the epoch logs (and so in history.csv).
     """
 
-    def __init__(self, score_fn, key: str = "val_map@10", verbose: bool = True):
+    def __init__(self, score_fn, key: str = VAL_KEY, verbose: bool = True):
         super().__init__()
         self.score_fn, self.key, self.verbose = score_fn, key, verbose
         self.best, self.best_epoch, self.best_weights = -np.inf, -1, None
@@ -43,8 +47,11 @@ class BestValidation(keras.callbacks.Callback):
                 )
 
 
-def ynet_validation_score(db_images, db_labels, val_images, val_labels, k=10, batch_size=32):
-    """A ``score_fn`` for :class:`BestValidation`: Y-Net's validation mAP@k (convention k).
+def ynet_validation_score(
+    db_images, db_labels, val_images, val_labels, k=SELECTION_K, batch_size=32
+):
+    """A ``score_fn`` for :class:`BestValidation`: Y-Net's validation mAP@k (convention k,
+    :data:`keras_ynet.ranking_metrics.SELECTION_CONVENTION`).
 
     Bit thresholds are fitted on the database images (the train part of the train
     split), the validation fold is queried against them by Hamming distance. The test
@@ -58,7 +65,7 @@ def ynet_validation_score(db_images, db_labels, val_images, val_labels, k=10, ba
         thresholds = bit_thresholds(model.hash_head, pre_db)
         db_bits = (pre_db > thresholds).astype(np.uint8)
         val_bits = (pre_val > thresholds).astype(np.uint8)
-        return map_at_k(val_bits, val_labels, db_bits, db_labels, k, "k")
+        return map_at_k(val_bits, val_labels, db_bits, db_labels, k, SELECTION_CONVENTION)
 
     return score
 
@@ -84,9 +91,7 @@ class RunProgress(keras.callbacks.Callback):
         done = epoch + 1
         eta = elapsed / done * (self.epochs - done)
         rate = self.images_per_epoch / max(now - self.epoch_start, 1e-9)
-        shown = ", ".join(
-            f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", "val_map@10")
-        )
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", VAL_KEY))
         print(
             f"[{done}/{self.epochs}] elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min, "
             f"{rate:.1f} images/s, {shown}",

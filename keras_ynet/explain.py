@@ -24,10 +24,9 @@ from tqdm import tqdm
 from deploy import report
 from deploy.errors import run_command
 from deploy.preprocess import prepare_image
+from deploy.sources import SPLIT_CHOICES as SPLITS
 from keras_ynet.dataset import DatasetError, load_dataset, load_image
 from keras_ynet.hash_head import model_hash_grid
-
-SPLITS = ("train", "val", "test", "all")
 
 
 def predict_masks(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -69,10 +68,10 @@ def explain(
     if not records:
         raise ValueError(f"{spec.root / 'labels.csv'}: no rows in split {split!r}")
     from deploy.codes import hamming_distance_matrix
-    from keras_ynet.encode import encode_bits
     from keras_ynet.fingerprint import model_fingerprint
-    from keras_ynet.metrics import hamming_ranking
+    from keras_ynet.ranking_metrics import hamming_ranking
     from keras_ynet.saving import load_ynet
+    from keras_ynet.ynet_codes import encode_bits
 
     log(f"loading {model_path}")
     model = load_ynet(model_path)

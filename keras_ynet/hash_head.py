@@ -45,7 +45,7 @@ from keras_ynet.layers import PACKAGE, BitCentering
 from keras_ynet.run_config import HASH_HEADS
 
 # The layer whose input is the (h, w, c) grid the bits are read from, and whose output
-# is what the bit thresholds split (keras_ynet.encode).
+# is what the bit thresholds split (keras_ynet.ynet_codes).
 HASH_GRID_LAYER = "hash_flatten"
 TRAINED_HEADS = ("trained", "embedding", "guided")  # heads with a hash loss term
 GUIDED_HEADS = ("guided",)  # heads the classification guidance reads
@@ -125,7 +125,7 @@ def build_hash_head(core_node, bits: int, head: str, seed: int, embedding=None):
             name="hash_aggregate",
         )(x)
         # The same layer names as the grid heads, so encoding and threshold fitting
-        # (keras_ynet.encode) read every head alike.
+        # (keras_ynet.ynet_codes) read every head alike.
         x = layers.Flatten(name=HASH_GRID_LAYER)(x)
         return BitCentering(bits, name="hash")(x)
     pool_h, pool_w, _, _, channels = hash_grid(core_node.shape[1], core_node.shape[2], bits)

@@ -60,7 +60,7 @@ L2_EPSILON = 1e-6
 
 def l2_normalize(x, axis: int = -1, epsilon: float = L2_EPSILON):
     """``x / sqrt(sum(x^2) + epsilon)`` along ``axis``, on tensors (the graph side; numpy
-    descriptors use :func:`keras_ynet.metrics.unit_rows`)."""
+    descriptors use :func:`keras_ynet.ranking_metrics.unit_rows`)."""
     return x / ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True) + epsilon)
 
 

@@ -28,17 +28,22 @@ class YNet(keras.Model):
     The input is an image of float pixel values in [0, 255] (NHWC); rescaling is inside
     the graph, so exports can take uint8 directly.
 
+    The constructor's defaults are the paper's Y-Net (circle loss, the trained grid
+    head). Training builds the model from :class:`keras_ynet.run_config.RunConfig`, whose
+    defaults (cross-entropy, the ``embedding`` head) were chosen by cross-validation: that
+    is the one declaration of what a run uses.
+
     Args:
         input_shape: (height, width, channels); 1 channel for grey, 3 for RGB.
         num_classes: number of image-level classes (for circle loss / ``no_circle``).
         num_mask_classes: number of per-pixel mask classes (background included).
         bits: hash length, one of 32, 64, 128, 256.
-        variant: ``ynet`` or an ablation: ``no_fpn`` (no segmentation loss),
-            ``no_rmac`` (no classification loss), ``no_circle`` (softmax
-            cross-entropy on the R-MAC embedding instead of circle loss).
-        hash_head: ``trained`` (the paper's grid, trained), our
-            ``embedding`` head, or the paper's untrained ``mean`` / ``conv`` (see
-            :mod:`keras_ynet.hash_head`).
+        variant: ``ynet`` (circle loss, the paper's) or an ablation: ``no_fpn`` (no
+            segmentation loss), ``no_rmac`` (no classification loss), ``no_circle``
+            (softmax cross-entropy on the R-MAC embedding instead of circle loss).
+        hash_head: one of :data:`keras_ynet.run_config.HASH_HEADS`: ``trained`` (the
+            paper's grid, trained), our ``embedding`` or ``guided`` head, or the paper's
+            untrained ``mean`` / ``conv`` (see :mod:`keras_ynet.hash_head`).
         coupling: ``alpha``, ``uncertainty`` or ``fixed`` (see ``LossCoupling``).
         coupling_weights: (w_cls, w_seg) for ``fixed`` coupling.
         stem_filters: filters of the 7x7 stem convolution.

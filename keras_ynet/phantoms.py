@@ -14,6 +14,10 @@ deterministically from a seed (numpy ``SeedSequence``; one child stream per imag
 
 Noise, blur, illumination and geometry vary per image so neither task is trivial.
 
+Just over 300 lines on purpose: the two generators share the noise, edge and finishing
+helpers and the one folder writer (labels.csv, dataset.json, the cache and its version),
+so a change to the format or the randomness is made once for both kinds.
+
 Usage::
 
     python -m keras_ynet.phantoms --out /tmp/phantoms --kind fundus --n-per-class 100

@@ -1,13 +1,13 @@
 """The retrieval report: every figure of one ranking, plus vCDR for fundus datasets.
 
-:func:`evaluate_ranking` reads one ranking (from :mod:`keras_ynet.metrics`) and returns a
+:func:`evaluate_ranking` reads one ranking (from :mod:`keras_ynet.ranking_metrics`) and returns a
 :class:`RetrievalReport`: mAP@k under the three conventions of
-:data:`keras_ynet.metrics.MAP_CONVENTIONS`, precision@k and the chance level for every k,
+:data:`keras_ynet.ranking_metrics.MAP_CONVENTIONS`, precision@k and the chance level for every k,
 and, when given, mAP@k with fine labels (SPDD, e.g. the ``diagnosis`` column) and the
 mean vertical cup-to-disc ratio gap over the top 10 (DPSD). The report prints as a
 markdown table and saves as JSON.
 
-Pure numpy (no TensorFlow), like :mod:`keras_ynet.metrics`.
+Pure numpy (no TensorFlow), like :mod:`keras_ynet.ranking_metrics`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from keras_ynet.metrics import (
+from keras_ynet.ranking_metrics import (
     CONVENTION_NAMES,
     MAP_CONVENTIONS,
     check_ranking,

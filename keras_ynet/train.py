@@ -73,9 +73,8 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
 
     import keras
 
-    from keras_ynet.callbacks import BestValidation, RunProgress, ynet_validation_score
-    from keras_ynet.encode import calibrate_bit_thresholds, encode_bits
-    from keras_ynet.evaluate import evaluate_model
+    from keras_ynet.callbacks import VAL_KEY, BestValidation, RunProgress, ynet_validation_score
+    from keras_ynet.dataset_evaluation import evaluate_model
     from keras_ynet.pipeline import load_arrays, make_dataset
     from keras_ynet.saving import save_ynet
     from keras_ynet.training_data import (
@@ -83,6 +82,7 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
         prepare_training_data,
         resolve_epochs,
     )
+    from keras_ynet.ynet_codes import calibrate_bit_thresholds, encode_bits
 
     keras.utils.set_random_seed(config.seed)
     size = config.image_size
@@ -146,7 +146,7 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
         "images_per_second": round(progress.images_per_second, 2),
         "epochs_run": len(history.history.get("loss", [])),
         "best_epoch": checkpoint.best_epoch + 1,
-        "best_val_map@10": checkpoint.best,
+        f"best_{VAL_KEY}": checkpoint.best,
         "bit_balance_min": float(ones.min()),
         "bit_balance_max": float(ones.max()),
         "parameters": model.count_params(),

@@ -24,12 +24,11 @@ from keras import ops
 
 from keras_ynet import losses
 from keras_ynet.dataset import load_dataset
-from keras_ynet.encode import encode_bits
-from keras_ynet.evaluate import evaluate_bits, evaluate_records_ranking
+from keras_ynet.dataset_evaluation import evaluate_bits, evaluate_descriptors
 from keras_ynet.hash_head import fit_bit_thresholds
-from keras_ynet.metrics import cosine_ranking
 from keras_ynet.pipeline import load_arrays
 from keras_ynet.saving import load_ynet
+from keras_ynet.ynet_codes import encode_bits
 
 
 def train_head(features, labels, bits, steps, seed):
@@ -105,9 +104,7 @@ def main():
         "model's own head (Hamming)": evaluate_bits(
             spec, queries, encode_bits(model, q_img), database, encode_bits(model, d_img)
         ),
-        "float embedding (cosine)": evaluate_records_ranking(
-            spec, queries, database, cosine_ranking(q_emb, d_emb)
-        ),
+        "float embedding (cosine)": evaluate_descriptors(spec, queries, q_emb, database, d_emb),
     }
     bits = model.bits
     for name, (q_f, d_f) in {"core": (q_core, d_core), "embedding": (q_emb, d_emb)}.items():

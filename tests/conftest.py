@@ -45,12 +45,12 @@ def art(tmp_path_factory):
     from deploy.preprocess import prepare_image
     from export.exporter import export_encoder
     from keras_ynet.dataset import load_image
-    from keras_ynet.encode import calibrate_bit_thresholds, encode_bits
     from keras_ynet.fingerprint import model_fingerprint
     from keras_ynet.model import YNet
     from keras_ynet.phantoms import make_phantoms
     from keras_ynet.pipeline import load_arrays
     from keras_ynet.saving import save_ynet
+    from keras_ynet.ynet_codes import calibrate_bit_thresholds, encode_bits
 
     root = tmp_path_factory.mktemp("deploy")
     spec = make_phantoms(root / "data", n_per_class=8, image_size=64, seed=0)

@@ -18,8 +18,8 @@ from keras_ynet.baselines.dsh import dsh_loss
 from keras_ynet.baselines.networks import build_hash_network
 from keras_ynet.baselines.runner import run_baseline
 from keras_ynet.layers import RMACPooling
-from keras_ynet.metrics import cosine_ranking
 from keras_ynet.phantoms import make_phantoms
+from keras_ynet.ranking_metrics import cosine_ranking
 from keras_ynet.run_config import RunConfig
 
 TINY_CONFIG = dict(
@@ -192,8 +192,8 @@ def test_every_baseline_trains_and_evaluates_on_phantoms(tmp_path):
 def test_classifier_row_codes_are_the_signs_of_its_float_row(tmp_path):
     """`classifier` (sign codes) and `classifier_float` (tanh values) are one network."""
     from keras_ynet.baselines import classifier_codes
-    from keras_ynet.evaluate import evaluate_bits
-    from keras_ynet.metrics import hamming_ranking
+    from keras_ynet.dataset_evaluation import evaluate_bits
+    from keras_ynet.ranking_metrics import hamming_ranking
 
     spec = make_phantoms(tmp_path / "ph", n_per_class=8, image_size=64, seed=0)
     config = RunConfig(data=str(tmp_path / "ph"), bits=32, **TINY_CONFIG)

@@ -10,11 +10,12 @@ import json
 import pytest
 from PIL import Image
 
-from keras_ynet import experiments, experiments_runs
 from keras_ynet.dataset import Record, load_dataset
-from keras_ynet.experiments_cv import fold_datasets, select_setting, stratified_folds
-from keras_ynet.experiments_plot import plot_map_vs_k
-from keras_ynet.experiments_report import summarize_row, to_csv, to_markdown
+from keras_ynet.experiments import cli, runs
+from keras_ynet.experiments.cv import fold_datasets, select_setting, stratified_folds
+from keras_ynet.experiments.map_vs_k_plot import plot_map_vs_k
+from keras_ynet.experiments.rows import TABLE2_METHODS, TABLE2_YNET_ROWS, TABLE3_ROWS
+from keras_ynet.experiments.summary_tables import summarize_row, to_csv, to_markdown
 from keras_ynet.phantoms import make_phantoms
 from keras_ynet.run_config import RunConfig
 
@@ -79,11 +80,11 @@ def test_select_setting_takes_the_best_mean_then_the_earlier_candidate():
 
 def test_settings_key_ignores_paths_and_changes_with_settings():
     a = RunConfig(data="/a", out="/x", epochs=3)
-    key = experiments_runs.settings_key("ynet", a, "sha")
-    assert key == experiments_runs.settings_key("ynet", dataclasses.replace(a, data="/b"), "sha")
-    assert key != experiments_runs.settings_key("ynet", dataclasses.replace(a, epochs=4), "sha")
-    assert key != experiments_runs.settings_key("dpsh", a, "sha")
-    assert key != experiments_runs.settings_key("ynet", a, "other data")
+    key = runs.settings_key("ynet", a, "sha")
+    assert key == runs.settings_key("ynet", dataclasses.replace(a, data="/b"), "sha")
+    assert key != runs.settings_key("ynet", dataclasses.replace(a, epochs=4), "sha")
+    assert key != runs.settings_key("dpsh", a, "sha")
+    assert key != runs.settings_key("ynet", a, "other data")
 
 
 # ----------------------------------------------------------------------------- tables
@@ -131,7 +132,7 @@ def test_plot_draws_a_png(tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 def run_cli(argv, capsys):
-    code = experiments.main(argv)
+    code = cli.main(argv)
     return code, capsys.readouterr().out
 
 
@@ -139,7 +140,7 @@ def forbid_training(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a stored run was trained again")
 
-    monkeypatch.setattr(experiments_runs, "_train_and_evaluate", boom)
+    monkeypatch.setattr(runs, "_train_and_evaluate", boom)
 
 
 @pytest.mark.slow
@@ -181,7 +182,7 @@ def test_table2_end_to_end_then_resumed_without_training(phantoms, tmp_path, cap
 def test_ynet_embedding_row_reuses_the_trained_ynet_run(phantoms, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["table2", "--data", str(phantoms), "--out", str(out), "--seeds", "1", *TINY_ARGS]
-    assert experiments.main([*argv, "--methods", "ynet_embedding"]) == 1
+    assert cli.main([*argv, "--methods", "ynet_embedding"]) == 1
     assert "needs the finished ynet run" in capsys.readouterr().err  # nothing to read yet
     code, printed = run_cli([*argv, "--methods", "ynet", "ynet_embedding"], capsys)
     assert code == 0
@@ -224,12 +225,12 @@ def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, m
 
 def test_cli_refuses_unknown_methods(capsys):
     with pytest.raises(SystemExit):
-        experiments.parse_args(["table3", "--data", "d", "--out", "o", "--methods", "crow"])
+        cli.parse_args(["table3", "--data", "d", "--out", "o", "--methods", "crow"])
     assert "unknown table3 methods ['crow']" in capsys.readouterr().err
 
 
 def test_table2_ynet_rows_are_table3_runs():
     # The same settings train once: Table II's Y-Net rows read Table III's stored runs.
-    table3 = list(experiments.TABLE3_ROWS.values())
-    assert all(row in table3 for row in experiments.TABLE2_YNET_ROWS.values())
-    assert set(experiments.TABLE2_YNET_ROWS) <= set(experiments.TABLE2_METHODS)
+    table3 = list(TABLE3_ROWS.values())
+    assert all(row in table3 for row in TABLE2_YNET_ROWS.values())
+    assert set(TABLE2_YNET_ROWS) <= set(TABLE2_METHODS)

@@ -18,11 +18,11 @@ from export import parity as export_parity
 from export.__main__ import main
 from export.onnx_export import packing_path_dtypes, read_metadata, run_onnx
 from export.parity import ParityError, compare_float, prepare_records
-from keras_ynet.encode import calibrate_bit_thresholds
 from keras_ynet.fingerprint import model_fingerprint
 from keras_ynet.model import YNet
 from keras_ynet.phantoms import make_phantoms
 from keras_ynet.saving import load_ynet, save_ynet
+from keras_ynet.ynet_codes import calibrate_bit_thresholds
 
 RGB_TINY = {**TINY, "input_shape": (64, 64, 3)}
 

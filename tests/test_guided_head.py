@@ -8,9 +8,9 @@ import tensorflow as tf
 from conftest import TINY
 
 from keras_ynet import losses
-from keras_ynet.encode import calibrate_bit_thresholds
 from keras_ynet.hash_head import bit_thresholds, fit_bit_thresholds
 from keras_ynet.model import YNet
+from keras_ynet.ynet_codes import calibrate_bit_thresholds
 
 
 def images(n=4, seed=0):

@@ -270,7 +270,7 @@ def test_every_command_has_json(art, built, capsys):
     for name, sub in [("search", commands["search"]), *actions.items()]:
         assert "--json" in sub._option_string_actions, name
     assert sorted(actions) == ["add", "build", "info", "remove", "verify"]
-    assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES == sources.SPLIT_CHOICES
+    assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES is sources.SPLIT_CHOICES
 
 
 def test_help_is_quick_and_imports_nothing_heavy():
@@ -296,20 +296,13 @@ def test_help_is_quick_and_imports_nothing_heavy():
 
 
 def test_cli_remove_takes_the_writer_lock(tmp_path, capsys):
-    from test_index_safety import HOLD
+    from test_index_safety import lock_held_by_another_process
 
     idx = tmp_path / "idx"
     eye_index().save(idx)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(idx)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with lock_held_by_another_process(idx) as holder:
         rc, _, err = run_cli(capsys, "index", "remove", "--index", idx, "--id", "i0",
                              "--lock-timeout", "0.3")  # fmt: skip
-    finally:
-        holder.communicate("", timeout=30)
     assert (
         rc == 1
         and err.splitlines()[0] == f"waiting for process {holder.pid}, which is writing {idx}"

@@ -7,6 +7,7 @@ runs two real ``deploy`` processes.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -143,21 +144,28 @@ with atomic.writer_lock(sys.argv[1]):
 """
 
 
+@contextlib.contextmanager
+def lock_held_by_another_process(index):
+    """Yields the process that holds ``index``'s writer lock until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(index)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.communicate("", timeout=30)
+
+
 def test_index_add_waits_for_the_lock_and_gives_up_after_lock_timeout(
     encoder, pngs, tmp_path, capsys
 ):
     idx = tmp_path / "idx"
     build(capsys, encoder, idx, pngs[:2])
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(idx)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with lock_held_by_another_process(idx) as holder:
         rc, _, err = cli(capsys, "index", "add", "--index", idx, "--encoder", encoder,
                          "--lock-timeout", "0.3", pngs[2])  # fmt: skip
-    finally:
-        holder.communicate("", timeout=30)
     assert rc == 1
     assert err.splitlines() == [
         f"waiting for process {holder.pid}, which is writing {idx}",

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from keras_ynet.encode import calibrate_bit_thresholds, encode_bits, hash_pre_activations
 from keras_ynet.hash_head import fit_bit_thresholds, hash_grid
 from keras_ynet.layers import rmac_regions
 from keras_ynet.model import VARIANTS, YNet
 from keras_ynet.saving import load_ynet, save_ynet
+from keras_ynet.ynet_codes import calibrate_bit_thresholds, encode_bits, hash_pre_activations
 
 
 def images(n=4, seed=0, shape=(64, 64, 1)):

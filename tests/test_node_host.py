@@ -21,10 +21,10 @@ from deploy.preprocess import load_image, prepare_image
 from export.contract_writer import build_contract, write_contract
 from export.onnx_export import export_onnx, run_onnx
 from export.serving_graph import EncoderModule
-from keras_ynet.encode import calibrate_bit_thresholds
 from keras_ynet.fingerprint import model_fingerprint
 from keras_ynet.model import YNet
 from keras_ynet.phantoms import make_phantoms
+from keras_ynet.ynet_codes import calibrate_bit_thresholds
 
 NODE_DIR = REPO / "deploy" / "node"
 SIZE = 64

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from keras_ynet import experiments, train
+from keras_ynet import train
+from keras_ynet.experiments import cli as experiments_cli
 from keras_ynet.run_config import RunConfig
 
 
@@ -23,7 +24,7 @@ def test_every_setting_is_a_flag_of_both_commands(monkeypatch):
         raise SystemExit(0)
 
     monkeypatch.setattr("argparse.ArgumentParser.parse_args", capture)
-    for parse in (train.parse_args, lambda: experiments.parse_args(["table2"])):
+    for parse in (train.parse_args, lambda: experiments_cli.parse_args(["table2"])):
         with pytest.raises(SystemExit):
             parse()
     names = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(RunConfig)}

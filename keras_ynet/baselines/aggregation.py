@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_ynet.layers import rmac_regions
-from keras_ynet.metrics import unit_rows
+from keras_ynet.ranking_metrics import unit_rows
 
 EPS = 1e-12
 

@@ -18,12 +18,12 @@ import keras
 import numpy as np
 
 from keras_ynet.baselines import aggregation
-from keras_ynet.baselines.evaluation import validation_map_ranking
 from keras_ynet.baselines.networks import FEATURES, LOGITS, build_classifier
 from keras_ynet.baselines.training import LossModel, fit_model
+from keras_ynet.baselines.validation import validation_map_ranking
 from keras_ynet.dataset import DatasetSpec
-from keras_ynet.metrics import cosine_ranking
 from keras_ynet.pipeline import load_arrays
+from keras_ynet.ranking_metrics import cosine_ranking
 from keras_ynet.training_data import prepare_training_data
 
 AGGREGATORS = {

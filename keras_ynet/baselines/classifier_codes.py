@@ -21,15 +21,11 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_ynet.baselines.evaluation import (
-    encode_codes,
-    evaluate_descriptors,
-    validation_map_codes,
-)
-from keras_ynet.baselines.networks import build_hash_network
+from keras_ynet.baselines.networks import build_hash_network, encode_codes
 from keras_ynet.baselines.training import LossModel, fit_model
+from keras_ynet.baselines.validation import validation_map_codes
 from keras_ynet.dataset import DatasetSpec
-from keras_ynet.evaluate import evaluate_bits
+from keras_ynet.dataset_evaluation import evaluate_bits, evaluate_descriptors
 from keras_ynet.pipeline import load_arrays
 from keras_ynet.training_data import prepare_training_data
 

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 
 from keras_ynet.baselines import HASHING_METHODS, ddmh, dpsh, drh, dsh
-from keras_ynet.baselines.evaluation import encode_codes, validation_map_codes
-from keras_ynet.baselines.networks import HASH_DENSE, build_hash_network
+from keras_ynet.baselines.networks import HASH_DENSE, build_hash_network, encode_codes
 from keras_ynet.baselines.training import LossModel, fit_model
+from keras_ynet.baselines.validation import validation_map_codes
 from keras_ynet.dataset import DatasetSpec
-from keras_ynet.evaluate import evaluate_bits
+from keras_ynet.dataset_evaluation import evaluate_bits
 from keras_ynet.pipeline import load_arrays
 from keras_ynet.training_data import prepare_training_data
 

@@ -8,8 +8,10 @@ comparison isolates the training objective and the descriptor, not the encoder.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
+from deploy.codes import signs_to_bits
 from keras_ynet.backbone import resnet_backbone
 from keras_ynet.fingerprint import RESCALE_LAYER
 
@@ -64,3 +66,9 @@ def build_hash_network(input_shape, bits: int, config, seed: int = 0) -> keras.M
     )(pooled)
     u = layers.Activation("tanh", name="hash")(pre)
     return keras.Model(image, u, name="hash_net")
+
+
+def encode_codes(network: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """{0, 1} codes (N, bits) of a hash network: the sign of its tanh output."""
+    u = network.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+    return signs_to_bits(u)

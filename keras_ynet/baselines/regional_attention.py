@@ -27,10 +27,10 @@ import tensorflow as tf
 from keras import layers, ops
 
 from keras_ynet.baselines.classification import Outputs, predict
-from keras_ynet.baselines.evaluation import validation_map_ranking
 from keras_ynet.baselines.training import LossModel, fit_model
+from keras_ynet.baselines.validation import validation_map_ranking
 from keras_ynet.layers import l2_normalize, rmac_regions
-from keras_ynet.metrics import cosine_ranking
+from keras_ynet.ranking_metrics import cosine_ranking
 from keras_ynet.training_data import TrainingData
 
 DESCRIPTOR = "descriptor"

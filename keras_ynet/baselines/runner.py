@@ -43,7 +43,7 @@ def run_baseline(
         raise ValueError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINES)}")
 
     from keras_ynet.baselines import classification
-    from keras_ynet.baselines.evaluation import evaluate_records_ranking
+    from keras_ynet.dataset_evaluation import evaluate_records_ranking
 
     classifier_dir = Path(classifier_dir) if classifier_dir else out / "classifier"
     classifier_dir.mkdir(parents=True, exist_ok=True)

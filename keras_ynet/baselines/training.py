@@ -17,8 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_ynet.baselines.evaluation import VAL_K
-from keras_ynet.callbacks import BestValidation, RunProgress
+from keras_ynet.callbacks import VAL_KEY, BestValidation, RunProgress
 from keras_ynet.training_data import TrainingData, compile_adamw_cosine, resolve_epochs
 
 
@@ -100,6 +99,6 @@ def fit_model(
         "train_seconds": round(time.perf_counter() - started, 1),
         "epochs": epochs,
         "best_epoch": best.best_epoch + 1,
-        f"best_val_map@{VAL_K}": best.best,
+        f"best_{VAL_KEY}": best.best,
         "parameters": model.network.count_params(),
     }

@@ -96,8 +96,7 @@ def _evaluate_ynet_embedding(config: RunConfig, out: Path, dataset_sha: str) -> 
     import keras
 
     from keras_ynet.dataset import load_dataset
-    from keras_ynet.evaluate import evaluate_records_ranking
-    from keras_ynet.metrics import cosine_ranking
+    from keras_ynet.dataset_evaluation import evaluate_descriptors
     from keras_ynet.pipeline import load_arrays
     from keras_ynet.saving import load_ynet
 
@@ -115,7 +114,7 @@ def _evaluate_ynet_embedding(config: RunConfig, out: Path, dataset_sha: str) -> 
         return embedder.predict(images.astype("float32"), batch_size=config.batch_size, verbose=0)
 
     q, d = embed(queries), embed(database)
-    report = evaluate_records_ranking(spec, queries, database, cosine_ranking(q, d))
+    report = evaluate_descriptors(spec, queries, q, database, d)
     info = {"source_run": source.folder.name}
     descriptor = {"kind": "float", "dim": int(q.shape[1])}
     return {"report": report, "info": info, "descriptor": descriptor}

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from deploy.atomic import atomic_path
-from keras_ynet.metrics import CONVENTION_NAMES, MAP_CONVENTIONS
+from keras_ynet.ranking_metrics import CONVENTION_NAMES, MAP_CONVENTIONS
 
 PANEL_W, PANEL_H = 420, 340
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 56, 16, 36, 44
@@ -53,7 +53,7 @@ def plot_map_vs_k(rows: list[dict], random_map: dict, path: Path, title: str = "
     """Writes the PNG (atomically) and returns its path.
 
     Args:
-        rows: table rows of :func:`keras_ynet.experiments_report.summarize_row`.
+        rows: table rows of :func:`keras_ynet.experiments.summary_tables.summarize_row`.
         random_map: ``random_map[convention][str(k)]``.
         path: the .png to write.
         title: line drawn above the panels.

@@ -1,4 +1,4 @@
-"""Tests for keras_ynet.metrics and keras_ynet.retrieval_report: values checkable by hand."""
+"""Tests for keras_ynet.ranking_metrics and keras_ynet.retrieval_report: values checkable by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_ynet import metrics, retrieval_report
+from keras_ynet import ranking_metrics, retrieval_report
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"{DATA_DIR} is absent")
@@ -33,14 +33,14 @@ DB_LABELS = np.array(["a", "b", "b", "a", "a"])
 
 
 def test_hamming_ranking_breaks_ties_by_database_index():
-    np.testing.assert_array_equal(metrics.hamming_ranking(QUERY, DB), [[3, 1, 4, 0, 2]])
+    np.testing.assert_array_equal(ranking_metrics.hamming_ranking(QUERY, DB), [[3, 1, 4, 0, 2]])
 
 
 def test_cosine_ranking_breaks_ties_by_database_index():
     """Similarities to (1, 0): 0, 1, 1, -1, 0.707 -> 1, 2 (tie), 4, 0, 3."""
     db = np.array([[0.0, 1.0], [2.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [1.0, 1.0]])
     np.testing.assert_array_equal(
-        metrics.cosine_ranking(np.array([[1.0, 0.0]]), db), [[1, 2, 4, 0, 3]]
+        ranking_metrics.cosine_ranking(np.array([[1.0, 0.0]]), db), [[1, 2, 4, 0, 3]]
     )
 
 
@@ -59,27 +59,27 @@ def test_cosine_ranking_breaks_ties_by_database_index():
 )
 def test_map_at_k_by_hand(k, expected):
     for convention, value in expected.items():
-        got = metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, k, convention)
+        got = ranking_metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, k, convention)
         assert got == pytest.approx(value, abs=1e-12), convention
 
 
 def test_average_precision_of_one_row():
     """Relevance 1, 0, 1, 1, 0 at k=3 with 4 relevant in the database: (1 + 2/3) / 4."""
     row = np.array([True, False, True, True, False])
-    assert metrics.average_precision_at_k(row, 3, 4, "all") == pytest.approx(5 / 12)
-    assert metrics.average_precision_at_k(row, 3, 4, "retrieved") == pytest.approx(5 / 6)
+    assert ranking_metrics.average_precision_at_k(row, 3, 4, "all") == pytest.approx(5 / 12)
+    assert ranking_metrics.average_precision_at_k(row, 3, 4, "retrieved") == pytest.approx(5 / 6)
 
 
 def test_no_relevant_item_gives_zero():
     """A label absent from the database: AP is 0 under every convention, no division error."""
-    for convention in metrics.MAP_CONVENTIONS:
-        assert metrics.map_at_k(QUERY, np.array(["z"]), DB, DB_LABELS, 3, convention) == 0.0
+    for convention in ranking_metrics.MAP_CONVENTIONS:
+        assert ranking_metrics.map_at_k(QUERY, np.array(["z"]), DB, DB_LABELS, 3, convention) == 0.0
 
 
 def test_precision_at_k_by_hand():
     """Relevance 1, 0, 1, 1, 0: P@1 = 1, P@2 = 1/2, P@3 = 2/3, P@5 = P@9 = 3/5."""
     for k, value in [(1, 1.0), (2, 0.5), (3, 2 / 3), (5, 0.6), (9, 0.6)]:
-        got = metrics.precision_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, k)
+        got = ranking_metrics.precision_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, k)
         assert got == pytest.approx(value)
 
 
@@ -88,10 +88,12 @@ def test_batch_equals_single_queries():
     queries = rng.integers(0, 2, (6, 16), dtype=np.uint8)
     db = rng.integers(0, 2, (20, 16), dtype=np.uint8)
     q_labels, db_labels = rng.integers(0, 3, 6), rng.integers(0, 3, 20)
-    for convention in metrics.MAP_CONVENTIONS:
-        batch = metrics.map_at_k(queries, q_labels, db, db_labels, 7, convention)
+    for convention in ranking_metrics.MAP_CONVENTIONS:
+        batch = ranking_metrics.map_at_k(queries, q_labels, db, db_labels, 7, convention)
         single = [
-            metrics.map_at_k(queries[i : i + 1], q_labels[i : i + 1], db, db_labels, 7, convention)
+            ranking_metrics.map_at_k(
+                queries[i : i + 1], q_labels[i : i + 1], db, db_labels, 7, convention
+            )
             for i in range(6)
         ]
         assert batch == pytest.approx(np.mean(single))
@@ -104,25 +106,25 @@ def test_random_map_matches_all_permutations(query_labels):
     query_labels = np.array(query_labels)
     perms = np.array(list(itertools.permutations(range(6))))
     for k in (1, 2, 4, 6, 8):
-        for convention in metrics.MAP_CONVENTIONS:
+        for convention in ranking_metrics.MAP_CONVENTIONS:
             brute = np.mean(
                 [
-                    metrics.map_at_k_from_ranking(
+                    ranking_metrics.map_at_k_from_ranking(
                         np.tile(p, (len(query_labels), 1)), query_labels, db_labels, k, convention
                     )
                     for p in perms
                 ]
             )
-            exact = metrics.random_map_at_k(query_labels, db_labels, k, convention)
+            exact = ranking_metrics.random_map_at_k(query_labels, db_labels, k, convention)
             assert exact == pytest.approx(brute, abs=1e-12), (k, convention)
 
 
 def test_random_map_monte_carlo_is_seeded_and_close():
     q, db = np.array([0, 1]), np.array([0, 1, 1, 0, 0, 1, 1, 1])
-    a = metrics.random_map_at_k(q, db, 3, "retrieved", n_permutations=200, seed=1)
-    b = metrics.random_map_at_k(q, db, 3, "retrieved", n_permutations=200, seed=1)
+    a = ranking_metrics.random_map_at_k(q, db, 3, "retrieved", n_permutations=200, seed=1)
+    b = ranking_metrics.random_map_at_k(q, db, 3, "retrieved", n_permutations=200, seed=1)
     assert a == b
-    assert a == pytest.approx(metrics.random_map_at_k(q, db, 3, "retrieved"), abs=0.05)
+    assert a == pytest.approx(ranking_metrics.random_map_at_k(q, db, 3, "retrieved"), abs=0.05)
 
 
 def _split_labels(dataset: str, column: str = "label"):
@@ -147,7 +149,9 @@ def _split_labels(dataset: str, column: str = "label"):
 )
 def test_random_map_reproduces_spec_chance_levels(dataset, convention, spec, tolerance):
     query, db = _split_labels(dataset)
-    assert metrics.random_map_at_k(query, db, 10, convention) == pytest.approx(spec, abs=tolerance)
+    assert ranking_metrics.random_map_at_k(query, db, 10, convention) == pytest.approx(
+        spec, abs=tolerance
+    )
 
 
 def test_vertical_cdr_on_hand_drawn_mask():
@@ -184,7 +188,7 @@ def test_vcdr_gap_ignores_nan():
 
 
 def test_evaluate_ranking_report():
-    ranking = metrics.hamming_ranking(QUERY, DB)
+    ranking = ranking_metrics.hamming_ranking(QUERY, DB)
     report = retrieval_report.evaluate_ranking(
         ranking,
         QUERY_LABELS,
@@ -212,21 +216,42 @@ def test_evaluate_ranking_report():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, 3, "R"), "convention"),
-        (lambda: metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, 0, "k"), "k must be"),
-        (lambda: metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, 2.5, "k"), "k must be"),
-        (lambda: metrics.map_at_k(QUERY, QUERY_LABELS, DB[:, :0], DB_LABELS, 3, "k"), "2-D"),
-        (lambda: metrics.map_at_k(QUERY, np.array(["a", "b"]), DB, DB_LABELS, 3, "k"), "rows"),
-        (lambda: metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS[:4], 3, "k"), "outside"),
         (
-            lambda: metrics.map_at_k_from_ranking(
+            lambda: ranking_metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, 3, "R"),
+            "convention",
+        ),
+        (lambda: ranking_metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, 0, "k"), "k must be"),
+        (
+            lambda: ranking_metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS, 2.5, "k"),
+            "k must be",
+        ),
+        (
+            lambda: ranking_metrics.map_at_k(QUERY, QUERY_LABELS, DB[:, :0], DB_LABELS, 3, "k"),
+            "2-D",
+        ),
+        (
+            lambda: ranking_metrics.map_at_k(QUERY, np.array(["a", "b"]), DB, DB_LABELS, 3, "k"),
+            "rows",
+        ),
+        (
+            lambda: ranking_metrics.map_at_k(QUERY, QUERY_LABELS, DB, DB_LABELS[:4], 3, "k"),
+            "outside",
+        ),
+        (
+            lambda: ranking_metrics.map_at_k_from_ranking(
                 np.array([[0, 1]]), QUERY_LABELS, DB_LABELS, 3, "k"
             ),
             "columns",
         ),
-        (lambda: metrics.random_map_at_k([], DB_LABELS, 3, "k"), "no queries"),
-        (lambda: metrics.random_map_at_k(["a"], DB_LABELS, 3, "k", n_permutations=0), "n_perm"),
-        (lambda: metrics.average_precision_at_k([True, True], 2, 1, "all"), "n_relevant_total"),
+        (lambda: ranking_metrics.random_map_at_k([], DB_LABELS, 3, "k"), "no queries"),
+        (
+            lambda: ranking_metrics.random_map_at_k(["a"], DB_LABELS, 3, "k", n_permutations=0),
+            "n_perm",
+        ),
+        (
+            lambda: ranking_metrics.average_precision_at_k([True, True], 2, 1, "all"),
+            "n_relevant_total",
+        ),
         (
             lambda: retrieval_report.evaluate_ranking(
                 np.array([[0]]), [0], [0], ks=(1,), query_vcdr=np.array([0.1])

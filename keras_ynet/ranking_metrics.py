@@ -13,9 +13,15 @@ AP@k = (1/R) * sum_{j<=k} P(j) * rel(j), with three published choices of R, name
 * ``"all"`` (b): every relevant item in the database.
 * ``"k"`` (c): k itself (the Y-Net authors' notebooks).
 
-Pure numpy (no TensorFlow), so evaluation runs anywhere the index runs. All figures of
+Pure numpy (no TensorFlow), so evaluation runs anywhere the index runs.
+
+Just over 300 lines on purpose: every figure reads one checked ranking through the same
+private helpers (relevance, the effective k, the checks of labels, k and ranking), and the
+closed-form chance level needs its derivation beside it; split, the helpers would become
+public API of no use on their own. All figures of
 one ranking at once, with fine labels and vCDR, come from
-:func:`keras_ynet.retrieval_report.evaluate_ranking`.
+:func:`keras_ynet.retrieval_report.evaluate_ranking`; a dataset's test split against its
+train split, from :mod:`keras_ynet.dataset_evaluation`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ from deploy.codes import hamming_distance_matrix
 
 MAP_CONVENTIONS = ("retrieved", "all", "k")
 CONVENTION_NAMES = {"retrieved": "(a) retrieved", "all": "(b) all", "k": "(c) k"}
+# The one figure every model choice is made by: the best-epoch checkpoint of Y-Net
+# (keras_ynet.callbacks) and of the baselines (keras_ynet.baselines.validation), and the
+# score of a cross-validation fold (keras_ynet.experiments.cv): mAP@SELECTION_K under
+# SELECTION_CONVENTION, on a held-out part of the train split.
+SELECTION_K = 10
+SELECTION_CONVENTION = "k"
 
 
 # ----------------------------------------------------------------------------- rankings

@@ -1,11 +1,12 @@
 """K-fold cross-validation on the train split, to choose Y-Net's settings.
 
 The paper chooses its model by 5-fold cross-validation. Here the train split is cut
-into K label-stratified folds; for each candidate (a named set of run settings) Y-Net is trained K times,
-each time on K-1 folds and queried with the held-out fold against them, and the setting
-with the best mean mAP@10 (convention ``k``) wins. The test split is never read: it
-serves only the final numbers, trained on the whole train split with the chosen
-setting.
+into K label-stratified folds; for each candidate (a named set of run settings,
+:data:`keras_ynet.experiments.rows.CV_CANDIDATES`) Y-Net is trained K times, each time
+on K-1 folds and queried with the held-out fold against them, and the setting with the
+best mean mAP@10 wins (convention ``k``; the k of mAP@k, not the K of the folds:
+:data:`keras_ynet.ranking_metrics.SELECTION_K`). The test split is never read: it serves
+only the final numbers, trained on the whole train split with the chosen setting.
 
 Each fold is written as a small dataset folder (labels.csv with absolute paths, the
 held-out fold as its ``test`` split, dataset.json with the mask layout), so a fold run
@@ -15,19 +16,20 @@ is an ordinary :func:`keras_ynet.train.train` run and is cached like any other r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from deploy.atomic import atomic_path
+from deploy.atomic import atomic_path, atomic_write_text
 from keras_ynet.dataset import DatasetSpec, Record
 from keras_ynet.dataset_csv import REQUIRED_COLUMNS
-
-# What a fold is scored by: mAP at this k (the k of mAP@k, not the number of folds),
-# under this convention (R = k).
-SCORE_K = 10
-SCORE_CONVENTION = "k"
+from keras_ynet.experiments.rows import CV_CANDIDATES
+from keras_ynet.experiments.runs import execute, plan_run
+from keras_ynet.ranking_metrics import SELECTION_CONVENTION, SELECTION_K
+from keras_ynet.run_config import RunConfig
 
 
 def stratified_folds(records: list[Record], n_folds: int, seed: int = 0) -> list[list[Record]]:
@@ -128,7 +130,7 @@ def cv_markdown(rows: list[dict], n_folds: int, preamble: str = "") -> str:
     lines = [
         f"# {n_folds}-fold cross-validation on the train split (Y-Net)",
         "",
-        f"Score: mAP@{SCORE_K} (convention {SCORE_CONVENTION}), each held-out fold queried "
+        f"Score: mAP@{SELECTION_K} (convention {SELECTION_CONVENTION}), each held-out fold queried "
         "against the other folds; the test split is never read. The first row is chosen.",
         "",
     ]
@@ -141,3 +143,54 @@ def cv_markdown(rows: list[dict], n_folds: int, preamble: str = "") -> str:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "-"
         lines.append(f"| {r['candidate']} | {settings} | {r['mean']:.4f} | {std} | {folds} |")
     return "\n".join(lines) + "\n"
+
+
+def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
+    """K-fold CV of the Y-Net candidates on the train split; returns the winner's settings.
+
+    Each fold run gets the step budget of ``base`` (``--train-steps``) unless ``--epochs``
+    fixes the epochs, so a fold (two thirds of the train split at K = 3) is not trained
+    for fewer updates than the full split.
+    """
+    from keras_ynet.train import dataset_fingerprint
+
+    names = args.cv_candidates or list(CV_CANDIDATES)
+    root = out / "cv" / f"{shas[base.data][:8]}-k{args.cv_folds}-seed{base.seed}"
+    folds = fold_datasets(spec, args.cv_folds, base.seed, root)
+    runs = {}
+    for name in names:  # candidate-major: a stopped search has whole candidates
+        for i, fold in enumerate(folds, 1):
+            shas.setdefault(str(fold), dataset_fingerprint(fold))
+            config = dataclasses.replace(
+                base, data=str(fold), epochs=args.epochs, **CV_CANDIDATES[name]
+            )
+            runs[(name, i)] = plan_run(f"cv {name} fold {i}", "ynet", config, out, shas[str(fold)])
+    print(f"{args.cv_folds}-fold cross-validation of {len(names)} Y-Net candidates", flush=True)
+    results, failed = execute(list(runs.values()), shas, out, args.debug, not args.report_only)
+    done = {
+        name: [results[runs[(name, i)].key] for i in range(1, len(folds) + 1)] for name in names
+    }
+    scores = {
+        name: [r["report"]["map"][SELECTION_CONVENTION][str(SELECTION_K)] for r in rs]
+        for name, rs in done.items()
+        if all(r is not None for r in rs)
+    }
+    missing = sorted(set(names) - set(scores))
+    if missing:
+        print(f"not every fold is stored for: {', '.join(missing)}", file=sys.stderr)
+    if not scores:
+        raise RuntimeError("no cross-validation candidate has all its folds stored")
+    best, rows = select_setting(scores, {n: CV_CANDIDATES[n] for n in scores})
+    steps = f"{args.epochs} epochs" if args.epochs else f"{base.train_steps} optimiser steps"
+    preamble = (
+        f"{spec.name}: {len(spec.split('train'))} train-split images in {args.cv_folds} "
+        f"label-stratified folds (seed {base.seed}); every run {steps} at {base.image_size} px. "
+        f"Command: `python -m keras_ynet.experiments {' '.join(args.argv)}`"
+    )
+    atomic_write_text(out / "cv.md", cv_markdown(rows, args.cv_folds, preamble))
+    record = {"folds": args.cv_folds, "dataset": spec.name, "chosen": best, "rows": rows}
+    atomic_write_text(out / "cv.json", json.dumps(record, indent=2, default=list))
+    if failed:
+        print(f"error: {len(failed)} cross-validation run(s) failed", file=sys.stderr)
+    print(f"cross-validation chose {best}: {CV_CANDIDATES[best]} (see {out / 'cv.md'})")
+    return dict(CV_CANDIDATES[best])

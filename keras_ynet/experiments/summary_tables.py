@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.atomic import atomic_write_text
-from keras_ynet.metrics import CONVENTION_NAMES, MAP_CONVENTIONS
+from keras_ynet.ranking_metrics import CONVENTION_NAMES, MAP_CONVENTIONS
 
 SPDD_K = 10
 
