@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import codes, dicom, report
+from deploy import codes, dicom, dicom_header, report
 from deploy.cli_shared import load_index, make_parent, open_encoder
 from deploy.encoder import Encoder
 from deploy.errors import printable
@@ -41,7 +41,7 @@ def cmd_search(args) -> int:
         results = [_hit_json(h) for h in hits]
         document = {"query": str(args.image), "k": args.k, "results": results}
         if dicom.is_dicom(args.image):
-            document["query_dicom"] = dicom.identifiers(args.image, args.frame)
+            document["query_dicom"] = dicom_header.identifiers(args.image, args.frame)
         print(json.dumps(document, indent=2))
     else:
         print(_table(hits))
