@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from deploy import dicom, dicom_header
-from deploy.preprocess import ImageError
-from deploy.sources import Item
+from deploy.sources import Item  # standard library only, as this module's top level:
+# deploy.cli parses --frames with it before numpy is loaded
 
 POLICIES = ("representative", "middle", "all")
 DEFAULT = "representative"
@@ -61,6 +60,9 @@ def expand(items: list[Item], policy: str | int) -> tuple[list[Item], list[tuple
     A file with one frame keeps ``frame`` None; ``all`` gives a multi-frame file one item
     per frame, ids ``<id>#frame=<k>``.
     """
+    from deploy import dicom, dicom_header
+    from deploy.preprocess import ImageError
+
     out: list[Item] = []
     failures: list[tuple[str, str]] = []
     for item in items:

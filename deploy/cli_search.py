@@ -35,7 +35,9 @@ def cmd_search(args) -> int:
     for flag, path in (("--report", args.report), ("--sheet", sheet)):
         if path is not None:
             make_parent(flag, path)
-    query = encoder.code_file(args.image, frame=args.frame)  # packed, as the model gives it
+    query = encoder.code_file(
+        args.image, frame=args.frame, us_region=args.us_region
+    )  # packed, as the model gives it
     hits = index.lookup(query, k=args.k)
     if args.json:
         results = [_hit_json(h) for h in hits]
@@ -110,7 +112,8 @@ def _not_the_indexed_image(encoder: Encoder, hit: Hit, code: np.ndarray) -> str:
     if not path:
         return ""  # load_tile says there is no file
     try:
-        actual = encoder.code_file(path)
+        frame = (hit.metadata.get("dicom") or {}).get("frame")
+        actual = encoder.code_file(path, frame, us_region="us_region" in hit.metadata)
     except (ValueError, OSError):
         return ""  # missing or unreadable: load_tile's own note says so, nothing is read
     if not np.array_equal(actual, code):
