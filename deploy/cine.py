@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from deploy.sources import Item  # standard library only, as this module's top level:
-# deploy.cli parses --frames with it before numpy is loaded
+# Only the standard library at the top: deploy.cli parses --frames with this module
+# before numpy is loaded (deploy.sources needs nothing else either).
+from deploy.sources import Item
 
 POLICIES = ("representative", "middle", "all")
 DEFAULT = "representative"
