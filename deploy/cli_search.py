@@ -89,11 +89,15 @@ def _write_report(
             distance=h.distance,
             label=str(h.metadata.get("label", "")),
             withheld=_not_the_indexed_image(encoder, h, code),
+            frame=(h.metadata.get("dicom") or {}).get("frame"),
+            us_region="us_region" in h.metadata,
         )
         for h, bits, code in zip(hits, hit_bits, hit_codes, strict=True)
     ]
     query_bits = codes.unpack_bits(query[None], encoder.bits)[0]
-    query_entry = report.Entry(args.image.name, args.image, query_bits)
+    query_entry = report.Entry(
+        args.image.name, args.image, query_bits, frame=args.frame, us_region=args.us_region
+    )
     source = f"encoder {encoder.model_path} ({encoder.codes_id}), index {args.index}"
     content = report.Report(query_entry, entries, grid, grid_note=note, source=source)
     return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
