@@ -88,6 +88,13 @@ def print_summary(report: dict) -> None:
     print(f"exported encoder {report['fingerprint']} to {report['out']}")
     for name, size in report["files"].items():
         print(f"  {name:22s} {size / 1024:9.1f} KiB")
+    card = report["model_card"]
+    data = card["training_data"]
+    figures = "mAP from metrics.json" if card["retrieval"]["source"] else "no retrieval figures"
+    print(
+        f"  model card: trained on {data['name']} (licence: {data['licence'] or 'not recorded'}"
+        f"), {figures}; encoder.json model_card and ONNX metadata"
+    )
     n = report["images"]
     for name, entry in report["float"].items():
         print(
