@@ -15,7 +15,11 @@
 
 ``--data`` takes a dataset folder with ``labels.csv`` (train split by default, ``--split``);
 ``--images`` a folder searched recursively (ids are relative paths). Images are prepared
-as the encoder's ``encoder.json`` says; files that cannot be read are skipped and listed.
+as the encoder's ``encoder.json`` says; files that cannot be read are listed and the
+command fails without writing, unless ``--skip-bad`` (then they are skipped and listed).
+A multi-frame DICOM (cine loop) is encoded by ``--frames`` (:mod:`deploy.cine`: its
+Representative Frame Number, else the middle frame, by default); ``--us-region`` encodes
+only a DICOM's declared ultrasound region (:mod:`deploy.ultrasound`).
 An index made by another encoder (fingerprint or bit length) is refused. ``--report``
 writes :mod:`deploy.report`'s "why it matched" page: each hit with its distance, label
 and per-grid-cell bit agreement with the query (a hit whose file is gone gets a
