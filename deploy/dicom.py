@@ -127,7 +127,7 @@ def read_dicom(path: Path, frame: int | None = None, us_region: bool = False) ->
             try:
                 stored = np.asarray(ds.pixel_array)
             except Exception as e:
-                raise fail(f"cannot decode the pixel data ({ts.name}): {e}") from None
+                raise fail(f"cannot decode the pixel data ({ts.name}, {ts}): {e}") from None
             image = _to_uint8(stored, ds, pixels, fail)
             if region is not None:
                 x0, y0, x1, y1 = region
