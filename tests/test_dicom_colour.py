@@ -131,7 +131,7 @@ def test_other_colour_spaces_are_refused(tmp_path, photometric, message):
 def compressed(tmp_path, name, stored, syntax, photometric, **kwargs):
     path = write_dicom(tmp_path / name, stored, photometric)
     ds = pydicom.dcmread(path)
-    ds.compress(syntax, stored, photometric_interpretation=photometric, **kwargs)
+    ds.compress(syntax, stored, **kwargs)  # the header says `photometric` already
     ds.save_as(path)
     assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
     return path
@@ -280,3 +280,18 @@ def test_bad_us_region_is_an_error_naming_the_file(tmp_path, boxes, message):
 
 def test_the_rule_text_names_the_sequence_and_the_tie_break():
     assert "(0018,6011)" in ultrasound.RULE and "first on a tie" in ultrasound.RULE
+
+
+def test_rle_ybr_full_cine_frame_is_converted(tmp_path):
+    rgb = np.stack([known_rgb(8, 10, seed=s) for s in (5, 6, 7)])
+    ybr = convert_color_space(rgb.copy(), "RGB", "YBR_FULL", per_frame=True)
+    path = write_dicom(tmp_path / "loop.dcm", rgb[0], "RGB")  # header of one RGB frame
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames, ds.PhotometricInterpretation = 3, "YBR_FULL"
+    ds.compress(RLELossless, ybr)
+    ds.save_as(path)
+    assert pydicom.dcmread(path).PhotometricInterpretation == "YBR_FULL"
+    for frame in range(3):
+        np.testing.assert_array_equal(
+            load_image(path, frame=frame), convert_color_space(ybr[frame].copy(), "YBR_FULL", "RGB")
+        )
