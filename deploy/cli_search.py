@@ -39,6 +39,7 @@ def cmd_search(args) -> int:
         args.image, frame=args.frame, us_region=args.us_region
     )  # packed, as the model gives it
     hits = index.lookup(query, k=args.k)
+    _warn_region_mismatch(args, hits)
     if args.json:
         results = [_hit_json(h) for h in hits]
         document = {"query": str(args.image), "k": args.k, "results": results}
@@ -55,6 +56,20 @@ def cmd_search(args) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0
+
+
+def _warn_region_mismatch(args, hits: list[Hit]) -> None:
+    """A stderr warning when the query and the DICOM hits were not encoded alike: codes
+    of a whole ultrasound frame and of its region are at unrelated distances."""
+    dicom_hits = [h for h in hits if "dicom" in h.metadata]
+    with_region = sum("us_region" in h.metadata for h in dicom_hits)
+    if args.us_region and dicom_hits and with_region == 0:
+        why = "were indexed without --us-region, the query is cropped to its region"
+    elif not args.us_region and with_region and dicom.is_dicom(args.image):
+        why = "were indexed with --us-region, the query is not (add --us-region)"
+    else:
+        return
+    print(f"warning: the DICOM hits {why}; distances compare unlike images", file=sys.stderr)
 
 
 def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:

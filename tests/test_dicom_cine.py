@@ -173,5 +173,10 @@ def test_us_region_is_encoded_stored_and_searched_alike(art, folder, tmp_path, c
     )  # fmt: skip
     search = ["search", "--index", index, "--encoder", onnx, "--image", us, "--json", "-k", "1"]
     rc, out, err = run_cli(capsys, *search, "--us-region")
-    assert rc == 0, err
+    assert rc == 0 and err == ""
     assert [(r["id"], r["distance"]) for r in json.loads(out)["results"]] == [("us.dcm", 0)]
+    rc, out, err = run_cli(capsys, *search)  # the whole frame against region codes
+    assert rc == 0 and err == (
+        "warning: the DICOM hits were indexed with --us-region, the query is not (add "
+        "--us-region); distances compare unlike images\n"
+    )
