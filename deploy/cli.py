@@ -15,7 +15,11 @@
 
 ``--data`` takes a dataset folder with ``labels.csv`` (train split by default, ``--split``);
 ``--images`` a folder searched recursively (ids are relative paths). Images are prepared
-as the encoder's ``encoder.json`` says; files that cannot be read are skipped and listed.
+as the encoder's ``encoder.json`` says; files that cannot be read are listed and the
+command fails without writing, unless ``--skip-bad`` (then they are skipped and listed).
+A multi-frame DICOM (cine loop) is encoded by ``--frames`` (:mod:`deploy.cine`: its
+Representative Frame Number, else the middle frame, by default); ``--us-region`` encodes
+only a DICOM's declared ultrasound region (:mod:`deploy.ultrasound`).
 An index made by another encoder (fingerprint or bit length) is refused. ``--report``
 writes :mod:`deploy.report`'s "why it matched" page: each hit with its distance, label
 and per-grid-cell bit agreement with the query (a hit whose file is gone gets a
@@ -44,9 +48,10 @@ from pathlib import Path
 from deploy.errors import run_command
 from deploy.sources import SPLIT_CHOICES  # standard library only: --help stays fast
 
-# Kept in step with deploy.index.BACKENDS (a test checks it): importing deploy.index here
-# would load numpy and Annoy just to print --help.
+# Kept in step with deploy.index.BACKENDS and deploy.cine.DEFAULT (a test checks it):
+# importing those modules here would load numpy and Annoy just to print --help.
 BACKENDS = ("auto", "exact", "annoy")
+CINE_DEFAULT = "representative"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--frame", type=int, help="0-based frame of a multi-frame query (DICOM, GIF, TIFF)"
     )
+    _add_us_region(search)
     search.add_argument(
         "-k", "--k", type=int, default=10, help="results (all if more than indexed)"
     )
@@ -175,6 +181,31 @@ def _add_sources(parser: argparse.ArgumentParser, allow_files: bool) -> None:
     )
     if allow_files:
         parser.add_argument("files", nargs="*", type=Path, metavar="IMAGE", help="image files")
+    frames = parser.add_mutually_exclusive_group()
+    frames.add_argument(
+        "--frames",
+        default=CINE_DEFAULT,
+        metavar="POLICY",
+        help="frame of a multi-frame DICOM (cine loop) to encode: representative (its "
+        "Representative Frame Number, else the middle frame; default), middle, all (one "
+        "entry per frame, ids ID#frame=K) or a 0-based number",
+    )
+    frames.add_argument("--frame", type=int, dest="frame_number", help="0-based frame: --frames N")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="index the readable files and list the others (default: fail, write nothing)",
+    )
+    _add_us_region(parser)
+
+
+def _add_us_region(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--us-region",
+        action="store_true",
+        help="encode only the ultrasound region a DICOM declares (the largest 2D one of "
+        "(0018,6011)); files declaring none are used whole",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     batch_size, threads = getattr(args, "batch_size", 1), getattr(args, "threads", None)
     if batch_size < 1 or (threads is not None and threads < 1):
         parser.error("--batch-size and --threads must be >= 1")
+    if hasattr(args, "frames"):
+        from deploy.cine import parse_policy  # standard library only
+
+        try:
+            args.frames = parse_policy(
+                str(args.frame_number) if args.frame_number is not None else args.frames
+            )
+        except ValueError as err:
+            parser.error(str(err))
     cpus = usable_cpus()
     if threads is not None and threads > cpus:
         # More runtime threads than CPUs only adds switching (and a huge number makes

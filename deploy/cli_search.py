@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import codes, dicom, report
+from deploy import codes, dicom, dicom_header, report
 from deploy.cli_shared import load_index, make_parent, open_encoder
 from deploy.encoder import Encoder
 from deploy.errors import printable
@@ -35,13 +35,16 @@ def cmd_search(args) -> int:
     for flag, path in (("--report", args.report), ("--sheet", sheet)):
         if path is not None:
             make_parent(flag, path)
-    query = encoder.code_file(args.image, frame=args.frame)  # packed, as the model gives it
+    query = encoder.code_file(
+        args.image, frame=args.frame, us_region=args.us_region
+    )  # packed, as the model gives it
     hits = index.lookup(query, k=args.k)
+    _warn_region_mismatch(args, hits)
     if args.json:
         results = [_hit_json(h) for h in hits]
         document = {"query": str(args.image), "k": args.k, "results": results}
         if dicom.is_dicom(args.image):
-            document["query_dicom"] = dicom.identifiers(args.image, args.frame)
+            document["query_dicom"] = dicom_header.identifiers(args.image, args.frame)
         print(json.dumps(document, indent=2))
     else:
         print(_table(hits))
@@ -53,6 +56,20 @@ def cmd_search(args) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0
+
+
+def _warn_region_mismatch(args, hits: list[Hit]) -> None:
+    """A stderr warning when the query and the DICOM hits were not encoded alike: codes
+    of a whole ultrasound frame and of its region are at unrelated distances."""
+    dicom_hits = [h for h in hits if "dicom" in h.metadata]
+    with_region = sum("us_region" in h.metadata for h in dicom_hits)
+    if args.us_region and dicom_hits and with_region == 0:
+        why = "were indexed without --us-region, the query is cropped to its region"
+    elif not args.us_region and with_region and dicom.is_dicom(args.image):
+        why = "were indexed with --us-region, the query is not (add --us-region)"
+    else:
+        return
+    print(f"warning: the DICOM hits {why}; distances compare unlike images", file=sys.stderr)
 
 
 def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:
@@ -87,11 +104,15 @@ def _write_report(
             distance=h.distance,
             label=str(h.metadata.get("label", "")),
             withheld=_not_the_indexed_image(encoder, h, code),
+            frame=(h.metadata.get("dicom") or {}).get("frame"),
+            us_region="us_region" in h.metadata,
         )
         for h, bits, code in zip(hits, hit_bits, hit_codes, strict=True)
     ]
     query_bits = codes.unpack_bits(query[None], encoder.bits)[0]
-    query_entry = report.Entry(args.image.name, args.image, query_bits)
+    query_entry = report.Entry(
+        args.image.name, args.image, query_bits, frame=args.frame, us_region=args.us_region
+    )
     source = f"encoder {encoder.model_path} ({encoder.codes_id}), index {args.index}"
     content = report.Report(query_entry, entries, grid, grid_note=note, source=source)
     return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
@@ -110,7 +131,8 @@ def _not_the_indexed_image(encoder: Encoder, hit: Hit, code: np.ndarray) -> str:
     if not path:
         return ""  # load_tile says there is no file
     try:
-        actual = encoder.code_file(path)
+        frame = (hit.metadata.get("dicom") or {}).get("frame")
+        actual = encoder.code_file(path, frame, us_region="us_region" in hit.metadata)
     except (ValueError, OSError):
         return ""  # missing or unreadable: load_tile's own note says so, nothing is read
     if not np.array_equal(actual, code):

@@ -32,6 +32,15 @@ swapped file), and an index records the codes identity of the encoder that fille
 so int8 codes never mix with float codes (:mod:`deploy.encoder`). Contracts written
 before it was recorded lack it; the device refuses their models (re-export).
 
+``preprocessing.decode.dicom`` spells out the DICOM rules of :mod:`deploy.dicom` (grey
+LUTs, YBR and palette colour to RGB, compressed syntaxes, the frame of a cine loop) and
+``us_region`` the ultrasound region rule of :mod:`deploy.ultrasound`, applied only when
+the host is asked to (``--us-region``; an index records it per entry). Prose for hosts
+in other languages; the device reads them from the modules, not from here.
+
+``model_card`` (optional) says what the model is for and what it was measured on; see
+:data:`MODEL_CARD_KEYS`. Nothing a host runs depends on it.
+
 ``hash_grid`` (optional: contracts exported before it was recorded lack it) says where
 each bit comes from: the hash head pools the core node to an h x w grid of image regions
 and gives each cell c bits; bit i belongs to cell i // c, cells in row-major order (cell
@@ -63,6 +72,12 @@ VALID_BITS = (32, 64, 128, 256)  # the code lengths; the one definition
 FILE_KEYS = ("onnx", "tflite", "tflite_int8")
 COLOUR = {1: "grey", 3: "rgb"}
 HASH_GRID_KEYS = ("rows", "cols", "bits_per_cell")
+# What every model card holds (export/model_card.py writes it); all but fingerprint text
+# or objects for people, checked only for presence and the fingerprint.
+MODEL_CARD_KEYS = (
+    "intended_use", "not_intended_for", "training_data", "retrieval", "export_date",
+    "fingerprint",
+)  # fmt: skip
 # Which codes a model file makes. Both float exports must give the Keras bits on every
 # parity image or the export fails, so they share one identity; the int8 model is only
 # measured (its bits differ), so its codes are another kind and never share an index.
@@ -273,6 +288,7 @@ def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
 
     hash_grid = _hash_grid(data.get("hash_grid"), bits, problems)
     artifacts = _artifacts(data.get("artifacts"), files, fingerprint, problems)
+    _model_card(data.get("model_card"), fingerprint, problems)
 
     if problems:
         raise ContractError(f"{where}: invalid encoder contract:\n  " + "\n  ".join(problems))
@@ -312,6 +328,23 @@ def _hash_grid(grid, bits: int | None, problems: list[str]) -> tuple[int, int, i
         )
         return None
     return values
+
+
+def _model_card(card, fingerprint: str | None, problems: list[str]) -> None:
+    """The optional ``model_card``: every key of :data:`MODEL_CARD_KEYS`, the fingerprint
+    the contract's own (a card copied from another export would describe another model)."""
+    if card is None:
+        return
+    if not isinstance(card, dict):
+        problems.append(f"model_card: expected an object, got {card!r}")
+        return
+    missing = [key for key in MODEL_CARD_KEYS if key not in card]
+    if missing:
+        problems.append(f"model_card: missing {', '.join(missing)}")
+    elif card["fingerprint"] != fingerprint:
+        problems.append(
+            f"model_card.fingerprint: {card['fingerprint']!r} is not the contract's {fingerprint!r}"
+        )
 
 
 def _artifacts(value, files: dict, fingerprint: str | None, problems: list[str]) -> dict:

@@ -25,19 +25,33 @@ not need it. Conversion of a grey image (SamplesPerPixel 1, MONOCHROME1 or MONOC
 4. ``v = clip(floor(y + 0.5), 0, 255)`` as uint8 (rounding half up).
 5. MONOCHROME1 (low values bright): ``v = 255 - v``.
 
-Colour: SamplesPerPixel 3 with PhotometricInterpretation RGB and 8 bits allocated gives
-the stored RGB values unchanged (no LUTs apply to colour). Other photometric
-interpretations (YBR_*, PALETTE COLOR) and 16-bit colour are refused.
+Colour, 8 bits allocated, to RGB with pydicom's own conversion (``pydicom.pixels``):
 
+* RGB: the stored values unchanged (no LUTs apply to colour);
+* YBR_FULL and YBR_FULL_422 (ultrasound, and every colour JPEG): pydicom decodes to
+  YCbCr (a YBR_FULL_422 native file has each Cb/Cr sample repeated for its two pixels;
+  JPEG is decoded without the codec's own colour conversion) and converts by
+  ``convert_color_space(arr, "YBR_FULL", "RGB")`` (DICOM PS3.3 C.7.6.3.1.2, float32):
+  ``R = Y + 1.402 (Cr - 128)``, ``G = Y - 0.114 * 1.772 / 0.587 (Cb - 128) - 0.299 *
+  1.402 / 0.587 (Cr - 128)``, ``B = Y + 1.772 (Cb - 128)``, then ``clip(floor(x + 0.5),
+  0, 255)``;
+* YBR_ICT / YBR_RCT (JPEG 2000 only): the codec's inverse transform gives RGB;
+* PALETTE COLOR: ``apply_color_lut``; 16-bit palette entries keep their high byte
+  (``v >> 8``), as 16-bit colour elsewhere in the contract.
+
+Other photometric interpretations and colour of more than 8 bits are refused. The grey or
+RGB image then goes through the contract's channel rule like any other image.
 Why not all of pydicom's LUT helpers: ``apply_windowing`` maps onto the modality's
 output range (from BitsStored and the rescale), and scaling that back to 0..255 adds a
 float round trip that hosts in other languages cannot repeat bit for bit; and
 ``apply_voi`` (pydicom 3.0.2) indexes an 8-bit LUT through a uint8 array, so a LUT of
 more than 256 entries wraps around. Both steps are written out here instead.
 
-A multi-frame file needs an explicit ``frame`` (0-based). Compressed transfer syntaxes
-are decoded when pydicom has a decoder for them (RLE and, through Pillow, JPEG baseline
-and JPEG 2000); the others give an error naming the transfer syntax.
+A multi-frame file needs an explicit ``frame`` (0-based; :mod:`deploy.cine` chooses one
+for ``index build/add``). Compressed transfer syntaxes are decoded when a pydicom plugin
+for them is installed (:mod:`deploy.dicom_codecs`); the others give an error naming the
+transfer syntax and what to install. ``us_region=True`` crops to the declared ultrasound
+region (:mod:`deploy.ultrasound`) after the colour conversion.
 """
 
 from __future__ import annotations
@@ -49,11 +63,17 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy import dicom_codecs, ultrasound
 from deploy.preprocess import ImageError, check_size
 
 SUFFIXES = (".dcm", ".dicom")
 MAGIC_OFFSET, MAGIC = 128, b"DICM"
 GREY = ("MONOCHROME1", "MONOCHROME2")
+PALETTE = "PALETTE COLOR"
+# Three-sample colour spaces pydicom turns into RGB; YBR_ICT / YBR_RCT only inside
+# JPEG 2000, whose codec applies the inverse transform.
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
+JPEG2000_COLOUR = ("YBR_ICT", "YBR_RCT")
 PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
@@ -69,12 +89,13 @@ def is_dicom(path: Path) -> bool:
     return head[MAGIC_OFFSET:] == MAGIC
 
 
-def read_dicom(path: Path, frame: int | None = None) -> np.ndarray:
+def read_dicom(path: Path, frame: int | None = None, us_region: bool = False) -> np.ndarray:
     """Reads a DICOM file as uint8 (H, W, 1) grey or (H, W, 3) RGB; see the module doc.
 
     Args:
         path: the file.
         frame: 0-based frame of a multi-frame file; None for a single-frame file.
+        us_region: crop to the declared ultrasound region (:mod:`deploy.ultrasound`).
 
     Raises:
         ImageError: one line naming the file: pydicom missing, not readable, unsupported
@@ -98,20 +119,37 @@ def read_dicom(path: Path, frame: int | None = None) -> np.ndarray:
             ds = pydicom.dcmread(path, force=True)
             ts = _transfer_syntax(ds, pydicom, pixels, fail)
             index = _check_header(ds, path, frame, ts, fail)
-            ds.pixel_array_options(index=index)
+            region = None
+            if us_region:
+                region = ultrasound.choose_region(ds, int(ds.Rows), int(ds.Columns), fail)
+            # as_rgb: pydicom converts YBR_FULL / YBR_FULL_422 with convert_color_space.
+            ds.pixel_array_options(index=index, as_rgb=True)
             try:
                 stored = np.asarray(ds.pixel_array)
             except Exception as e:
-                raise fail(f"cannot decode the pixel data ({ts.name}): {e}") from None
-            if stored.ndim == 2:
-                stored = stored[..., None]
-            if int(ds.get("SamplesPerPixel", 1)) == 3:
-                return np.ascontiguousarray(stored, np.uint8)
-            return _grey_to_uint8(stored[..., 0], ds, pixels, fail)[..., None]
+                raise fail(f"cannot decode the pixel data ({ts.name}, {ts}): {e}") from None
+            image = _to_uint8(stored, ds, pixels, fail)
+            if region is not None:
+                x0, y0, x1, y1 = region
+                image = np.ascontiguousarray(image[y0 : y1 + 1, x0 : x1 + 1])
+                check_size(path, image.shape[1], image.shape[0], "DICOM ultrasound region")
+            return image
         except ImageError:
             raise
         except Exception as e:  # pydicom raises many kinds on damaged files
             raise fail(f"{type(e).__name__}: {e}") from None
+
+
+def _to_uint8(stored: np.ndarray, ds, pixels, fail) -> np.ndarray:
+    """Decoded pixels (H, W) or (H, W, 3) -> uint8 (H, W, 1) grey or (H, W, 3) RGB."""
+    if stored.ndim == 3:  # colour, already RGB (pydicom converted YBR)
+        return np.ascontiguousarray(stored, np.uint8)
+    if str(ds.PhotometricInterpretation).strip() == PALETTE:
+        rgb = np.asarray(pixels.apply_color_lut(stored, ds))
+        if rgb.dtype.itemsize == 2:
+            rgb = rgb >> 8  # 16-bit palette entries: the high byte
+        return np.ascontiguousarray(rgb, np.uint8)
+    return _grey_to_uint8(stored, ds, pixels, fail)[..., None]
 
 
 def _check_header(ds, path: Path, frame: int | None, ts, fail) -> int | None:
@@ -123,15 +161,19 @@ def _check_header(ds, path: Path, frame: int | None, ts, fail) -> int | None:
     samples = int(ds.get("SamplesPerPixel", 1))
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     bits = int(ds.get("BitsAllocated", 0))
-    if samples == 1 and photometric not in GREY:
+    if samples == 1 and photometric not in (*GREY, PALETTE):
         raise fail(
             f"PhotometricInterpretation {photometric!r} is not supported for 1 sample per "
-            "pixel (MONOCHROME1 or MONOCHROME2 are)"
+            f"pixel ({', '.join((*GREY, PALETTE))} are)"
         )
-    if samples == 3 and photometric != "RGB":
-        raise fail(f"PhotometricInterpretation {photometric!r} is not supported (RGB is)")
+    colour = COLOUR + (JPEG2000_COLOUR if "2000" in ts.name else ())
+    if samples == 3 and photometric not in colour:
+        raise fail(
+            f"PhotometricInterpretation {photometric!r} is not supported for 3 samples per "
+            f"pixel ({', '.join(colour)} are)"
+        )
     if samples == 3 and bits != 8:
-        raise fail(f"{bits}-bit colour is not supported (8-bit RGB only)")
+        raise fail(f"{bits}-bit colour is not supported (8-bit colour only)")
     if samples not in (1, 3):
         raise fail(f"SamplesPerPixel {samples} is not supported (1 or 3)")
     check_size(path, cols, rows, "DICOM")
@@ -147,7 +189,9 @@ def _check_header(ds, path: Path, frame: int | None, ts, fail) -> int | None:
     else:
         index = frame
     if not ts.is_compressed and bits % 8 == 0:
-        need = rows * cols * samples * (bits // 8) * frames
+        # YBR_FULL_422 stores two samples a pixel (Y Y Cb Cr for two pixels).
+        per_pixel = 2 if photometric == "YBR_FULL_422" else samples
+        need = rows * cols * per_pixel * (bits // 8) * frames
         have = len(ds[element].value or b"")
         if have < need:
             raise fail(f"truncated: pixel data has {have} bytes, {need} expected")
@@ -169,17 +213,7 @@ def _transfer_syntax(ds, pydicom, pixels, fail):
     ts = ds.file_meta.TransferSyntaxUID
     if not ts.is_transfer_syntax:
         raise fail(f"unknown transfer syntax {str(ts)!r}")
-    if ts.is_compressed:
-        try:
-            decoder = pixels.get_decoder(ts)
-            missing = [] if decoder.is_available else list(decoder.missing_dependencies)
-        except NotImplementedError:
-            missing = ["no pydicom decoder exists for it"]
-        if missing:
-            raise fail(
-                f"compressed transfer syntax {ts.name} ({ts}) cannot be decoded without a "
-                f"pydicom plugin: {'; '.join(missing)}"
-            )
+    dicom_codecs.check_decodable(ts, pixels, fail)
     return ts
 
 
@@ -248,37 +282,3 @@ def _window(m: np.ndarray, c: float, w: float, ds, fail) -> np.ndarray:
     inside = (m > low) & (m <= high)  # empty when w1 == 0, so no division by zero
     y[inside] = ((m[inside] - c1) / w1 + 0.5) * 255.0
     return y
-
-
-# What an index stores of a DICOM source, so a hit leads back to the study in the PACS.
-IDENTIFIERS = {
-    "study_instance_uid": "StudyInstanceUID",
-    "series_instance_uid": "SeriesInstanceUID",
-    "sop_instance_uid": "SOPInstanceUID",
-}
-
-
-def identifiers(path: Path, frame: int | None = None) -> dict[str, str | int | None]:
-    """The instance's identifiers: ``study_instance_uid``, ``series_instance_uid``,
-    ``sop_instance_uid`` (None where the file has none) and ``frame`` (as given; None for
-    a single-frame file). The header only is read (no pixel data).
-
-    Raises:
-        ImageError: pydicom missing, or the file is not readable as DICOM.
-    """
-    try:
-        pydicom = importlib.import_module("pydicom")
-    except ImportError:
-        raise ImageError(f"pip install pydicom is needed to read DICOM {path}") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-        except Exception as e:  # pydicom raises many kinds on damaged files
-            raise ImageError(f"cannot read DICOM {path}: {type(e).__name__}: {e}") from None
-    found: dict[str, str | int | None] = {}
-    for key, keyword in IDENTIFIERS.items():
-        value = ds.get(keyword)
-        found[key] = str(value).strip() if value not in (None, "") else None
-    found["frame"] = frame
-    return found

@@ -183,17 +183,21 @@ class Encoder:
 
     # Encoding -------------------------------------------------------------------------
 
-    def prepare(self, path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
+    def prepare(
+        self, path: str | os.PathLike, frame: int | None = None, us_region: bool = False
+    ) -> np.ndarray:
         """One file -> uint8 (S, S, C), exactly as training prepared it.
 
         Args:
             frame: 0-based frame of a multi-frame file (DICOM, GIF, TIFF); a multi-frame
                 DICOM is refused without one.
+            us_region: crop a DICOM to its declared ultrasound region
+                (:mod:`deploy.ultrasound`, ``encoder.json``'s ``us_region`` rule).
 
         Raises:
             preprocess.ImageError: for a missing, unreadable or unsupported file.
         """
-        return preprocess.load_prepared(path, self.image_size, self.channels, frame)
+        return preprocess.load_prepared(path, self.image_size, self.channels, frame, us_region)
 
     def encode_arrays(self, images: np.ndarray, batch_size: int = 32) -> EncodeResult:
         """Codes of prepared images: uint8 (N, S, S, C); ids are 0..N-1.
@@ -222,6 +226,8 @@ class Encoder:
         batch_size: int = 32,
         progress: bool = True,
         ids: Sequence | None = None,
+        frames: Sequence[int | None] | None = None,
+        us_region: bool = False,
     ) -> EncodeResult:
         """Codes of image files; unreadable files are skipped and listed in ``failures``.
 
@@ -230,6 +236,8 @@ class Encoder:
             batch_size: images per model call.
             progress: show a progress bar (stderr) when there is more than one image.
             ids: one id per path; default: the paths as strings.
+            frames: one frame (or None) per path, see :meth:`prepare`; default: None.
+            us_region: see :meth:`prepare`.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -237,6 +245,9 @@ class Encoder:
         ids = [str(p) for p in paths] if ids is None else list(ids)
         if len(ids) != len(paths):
             raise ValueError(f"got {len(paths)} paths but {len(ids)} ids")
+        frames = [None] * len(paths) if frames is None else list(frames)
+        if len(frames) != len(paths):
+            raise ValueError(f"got {len(paths)} paths but {len(frames)} frames")
         kept: list[int] = []
         failures: list[tuple[str, str]] = []
         chunks: list[np.ndarray] = []
@@ -245,7 +256,7 @@ class Encoder:
         with tqdm(total=len(paths), desc="encoding", unit="img", disable=not show) as bar:
             for i, path in enumerate(paths):
                 try:
-                    batch.append(self.prepare(path))
+                    batch.append(self.prepare(path, frames[i], us_region))
                     kept.append(i)
                 except preprocess.ImageError as err:  # its message names the file
                     failures.append((str(path), str(err)))
@@ -263,14 +274,16 @@ class Encoder:
             [ids[i] for i in kept], [paths[i] for i in kept], bits, packed, failures
         )
 
-    def code_file(self, path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
+    def code_file(
+        self, path: str | os.PathLike, frame: int | None = None, us_region: bool = False
+    ) -> np.ndarray:
         """The packed code uint8 (bits / 8,) of one file, as the model's ``code`` output
         gives it (what an index stores and scans); ``frame``: see :meth:`prepare`.
 
         Raises:
             preprocess.ImageError: for a missing, unreadable or unsupported file.
         """
-        return self._run(self.prepare(path, frame)[None])[0]
+        return self._run(self.prepare(path, frame, us_region)[None])[0]
 
     def encode_file(self, path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
         """The {0, 1} bits (bits,) of one file: :meth:`code_file` unpacked."""

@@ -111,7 +111,7 @@ def open_image(path: Path, what: str, frame: int | None = None, min_side: int = 
     return img
 
 
-def load_image(path: str | Path, frame: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, frame: int | None = None, us_region: bool = False) -> np.ndarray:
     """Reads an image as uint8 (H, W, C) with C = 1 (grey) or 3 (colour).
 
     Conversions: RGBA -> RGB and LA -> L drop alpha (no compositing); palette and other
@@ -124,11 +124,13 @@ def load_image(path: str | Path, frame: int | None = None) -> np.ndarray:
     first window (LINEAR: ``((m - (c - 0.5)) / (w - 1) + 0.5) * 255``, clipped), or else
     the full ``min..max`` of the modality values linearly onto 0..255 -> rounded half up
     (``floor(y + 0.5)``) -> MONOCHROME1 inverted (``255 - v``). 8-bit RGB DICOM stays
-    RGB. :mod:`deploy.dicom` gives every case.
+    RGB; YBR colour and palette colour become RGB. :mod:`deploy.dicom` gives every case.
 
     Args:
         path: the image file.
         frame: 0-based frame of a multi-frame file; required for multi-frame DICOM.
+        us_region: a DICOM declaring ultrasound regions is cropped to the one of
+            :mod:`deploy.ultrasound`; other files are not affected.
 
     Raises:
         ImageError: one line naming the file, when it is missing, empty, truncated, not
@@ -146,7 +148,7 @@ def load_image(path: str | Path, frame: int | None = None) -> np.ndarray:
     from deploy import dicom  # here, not at the top: deploy.dicom imports this module
 
     if dicom.is_dicom(path):
-        return dicom.read_dicom(path, frame)
+        return dicom.read_dicom(path, frame, us_region)
     img = open_image(path, "image", frame, min_side=MIN_SIDE)
     try:
         return _pillow_to_array(img, path)
@@ -211,9 +213,14 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def load_prepared(
-    path: str | Path, image_size: int, channels: int, frame: int | None = None
+    path: str | Path,
+    image_size: int,
+    channels: int,
+    frame: int | None = None,
+    us_region: bool = False,
 ) -> np.ndarray:
-    """``prepare_image(load_image(path, frame), image_size, channels)``, with less memory.
+    """``prepare_image(load_image(path, frame, us_region), image_size, channels)``, with
+    less memory.
 
     The same bytes out (the tests compare the two), but no full-size copy is made that
     the decoded image does not need: 16-bit grey is converted a strip at a time, grey is
@@ -234,7 +241,7 @@ def load_prepared(
     from deploy import dicom
 
     if dicom.is_dicom(path) or (frame is not None and type(frame) is not int):
-        return prepare_image(load_image(path, frame), image_size, channels)
+        return prepare_image(load_image(path, frame, us_region), image_size, channels)
     img = open_image(path, "image", frame, min_side=MIN_SIDE)
     try:
         if img.mode in ("I", "I;16", "I;16B", "I;16L"):

@@ -69,6 +69,8 @@ class Entry:
         withheld: why the file at ``path`` is not shown ('' : it is shown). The search
             report withholds a hit's file that does not encode to the hit's indexed code:
             the index names it, but it is not the image that was indexed.
+        frame: the frame of a multi-frame file that was encoded (None: single frame).
+        us_region: it was encoded cropped to its ultrasound region (``--us-region``).
     """
 
     id: str
@@ -79,6 +81,8 @@ class Entry:
     label: str = ""
     mask: np.ndarray | None = None
     withheld: str = ""
+    frame: int | None = None
+    us_region: bool = False
 
 
 @dataclass
@@ -152,7 +156,8 @@ def write_report(report: Report, html_path=None, sheet_path=None, overwrite=True
     """
     from deploy.report_render import load_tile, panels_of, render_html, render_sheet
 
-    query_tile = load_tile(report.query.path)
+    query = report.query
+    query_tile = load_tile(query.path, frame=query.frame, us_region=query.us_region)
     panels = [panels_of(report, e, query_tile) for e in [report.query, *report.hits]]
     outputs = []
     if html_path is not None:

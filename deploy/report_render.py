@@ -45,15 +45,23 @@ def _font(size: int = 11):
         return ImageFont.load_default()
 
 
-def load_tile(path: Path | None, size: int = TILE, withheld: str = "") -> tuple[Image.Image, str]:
-    """The image squashed to a square as the encoder sees it (RGB), and '' ; or a
-    placeholder and a note saying why there is no image (``withheld``: not opened)."""
+def load_tile(
+    path: Path | None,
+    size: int = TILE,
+    withheld: str = "",
+    frame: int | None = None,
+    us_region: bool = False,
+) -> tuple[Image.Image, str]:
+    """The image squashed to a square as the encoder sees it (RGB; the ``frame`` and
+    ``us_region`` it was encoded with), and '' ; or a placeholder and a note saying why
+    there is no image (``withheld``: not opened)."""
     try:
         if withheld:
             raise ValueError(withheld)
         if path is None:
             raise ValueError("no image file recorded")
-        return Image.fromarray(preprocess.load_prepared(path, size, 3)), ""
+        tile = preprocess.load_prepared(path, size, 3, frame, us_region)
+        return Image.fromarray(tile), ""
     except (ValueError, OSError) as err:  # preprocess.ImageError is a ValueError
         tile = Image.new("RGB", (size, size), (215, 215, 215))
         draw = ImageDraw.Draw(tile)
@@ -120,7 +128,9 @@ class _Panels:
 
 def panels_of(report: Report, entry: Entry, query_tile) -> _Panels:
     tile, note = (
-        query_tile if entry is report.query else load_tile(entry.path, TILE, entry.withheld)
+        query_tile
+        if entry is report.query
+        else load_tile(entry.path, TILE, entry.withheld, entry.frame, entry.us_region)
     )
     plain = draw_mask(tile, entry.mask) if entry.mask is not None else tile
     if entry is report.query:

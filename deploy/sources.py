@@ -63,11 +63,14 @@ class Item:
         id: the id it gets in the index (unique within a source).
         path: the image file.
         metadata: what the index stores with it: ``path`` (absolute) and ``label``.
+        frame: the 0-based frame to encode of a multi-frame file (:mod:`deploy.cine`);
+            None for a single-frame file.
     """
 
     id: str
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    frame: int | None = None
 
 
 def dataset_items(

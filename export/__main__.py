@@ -4,15 +4,18 @@
         --out artifacts/rimone
 
 writes ``encoder.onnx``, ``encoder.tflite``, ``encoder_int8.tflite``, ``encoder.json`` (the
-host contract) and ``parity.json`` into ``--out``, all or nothing: the folder appears only
-once the float exports give the same bits as Keras on every checked image. Progress and
-the summary go to stdout; stderr carries warnings and, on failure, one ``error: ...`` line
-(exit 1; ``--debug`` shows the traceback instead).
+host contract, with the model card) and ``parity.json`` into ``--out``, all or nothing: the
+folder appears only once the float exports give the same bits as Keras on every checked
+image. Progress and the summary go to stdout; stderr carries warnings and, on failure,
+one ``error: ...`` line (exit 1; ``--debug`` shows the traceback instead). With ``--json``
+stdout is one JSON document (the folder, files and sizes, the parity report, the model
+card) and progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,6 +45,10 @@ def parse_args(argv):
         help="train images calibrating the int8 model (default 200)",
     )  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="tracebacks and TensorFlow logs")
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print what was written as one JSON document on stdout (progress: stderr)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.parity_train < 0 or args.calibration_images < 1:
         parser.error("--parity-train must be >= 0 and --calibration-images >= 1")
@@ -65,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             parity_train=args.parity_train,
             calibration_images=args.calibration_images,
             keep_flagged_int8=args.keep_flagged_int8,
-            log=lambda line: print(line, flush=True),  # stderr is for warnings and errors
+            # stderr is for warnings and errors, and for progress when stdout is JSON
+            log=lambda line: print(line, flush=True, file=sys.stderr if args.json else None),
         )
-        print_summary(report)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print_summary(report)
+        warn_if_flagged(report)
 
     return run_command(work, args.debug, "interrupted; nothing was written")
 
@@ -76,6 +88,13 @@ def print_summary(report: dict) -> None:
     print(f"exported encoder {report['fingerprint']} to {report['out']}")
     for name, size in report["files"].items():
         print(f"  {name:22s} {size / 1024:9.1f} KiB")
+    card = report["model_card"]
+    data = card["training_data"]
+    figures = "mAP from metrics.json" if card["retrieval"]["source"] else "no retrieval figures"
+    print(
+        f"  model card: trained on {data['name']} (licence: {data['licence'] or 'not recorded'}"
+        f"), {figures}; encoder.json model_card and ONNX metadata"
+    )
     n = report["images"]
     for name, entry in report["float"].items():
         print(
@@ -94,18 +113,24 @@ def print_summary(report: dict) -> None:
                 f"({int8['map_at_10_change']:+.4f})"
             )
         print(line)
-        if report["int8_flagged"]:
-            action = (
-                "written anyway (--keep-flagged-int8); prefer the float models"
-                if report["int8_written"]
-                else f"{int8['file']} was not written (--keep-flagged-int8 writes it)"
-            )
-            print(
-                f"warning: int8 bit agreement {100 * int8['bit_agreement']:.2f}% is below "
-                f"{100 * int8['min_agreement']:.0f}%; {action} "
-                '(parity.json: "int8_flagged": true)',
-                file=sys.stderr,
-            )
+
+
+def warn_if_flagged(report: dict) -> None:
+    """A stderr warning when the int8 model's bit agreement is below the minimum."""
+    int8 = report.get("int8")
+    if not int8 or not report["int8_flagged"]:
+        return
+    action = (
+        "written anyway (--keep-flagged-int8); prefer the float models"
+        if report["int8_written"]
+        else f"{int8['file']} was not written (--keep-flagged-int8 writes it)"
+    )
+    print(
+        f"warning: int8 bit agreement {100 * int8['bit_agreement']:.2f}% is below "
+        f"{100 * int8['min_agreement']:.0f}%; {action} "
+        '(parity.json: "int8_flagged": true)',
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

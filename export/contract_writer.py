@@ -2,11 +2,13 @@
 
 Only what a host needs: the input interface, the preprocessing rules of
 :mod:`deploy.preprocess` spelled out, the outputs, the bit rule and bit order, the
-fingerprint and class names, the artifact file names, and the bit -> grid-cell layout
-(``hash_grid``, read from the model by :func:`model_hash_grid`). Provenance (dates,
-versions, training data) goes into the ONNX metadata and ``parity.json``, not here. The
-reader and validator live in :mod:`deploy.contract` (no TensorFlow); every contract
-written here passes through it first.
+fingerprint and class names, the artifact file names, the bit -> grid-cell layout
+(``hash_grid``, read from the model by :func:`model_hash_grid`), and the model card
+(``model_card``: intended use, training data and licence, measured retrieval, export
+date; :mod:`export.model_card`), which the ONNX metadata carries too. Versions and the
+parity figures go into the ONNX metadata and ``parity.json``. The reader and validator
+live in :mod:`deploy.contract` (no TensorFlow); every contract written here passes
+through it first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from deploy import contract as reader
 from deploy.atomic import atomic_write_text
 from deploy.preprocess import LUMA_WEIGHTS, MAX_PIXELS, MIN_SIDE
+from deploy.ultrasound import RULE as US_REGION_RULE
 
 
 def build_contract(
@@ -27,6 +30,7 @@ def build_contract(
     class_names: list[str],
     files: dict[str, str],
     hash_grid: tuple[int, int, int] | None = None,
+    model_card: dict | None = None,
 ) -> dict:
     """The contract object (format version 1); see :mod:`deploy.contract` for the schema.
 
@@ -39,6 +43,7 @@ def build_contract(
         files: artifact file names by kind (``onnx``, ``tflite``, ``tflite_int8``).
         hash_grid: (rows, cols, bits_per_cell) from :func:`model_hash_grid`; None leaves
             ``hash_grid`` out (the search report then draws no bit-agreement map).
+        model_card: from :func:`export.model_card.build_model_card`; None leaves it out.
     """
     contract = {
         "format_version": reader.FORMAT_VERSION,
@@ -81,8 +86,25 @@ def build_contract(
                     "else y = (m - min(m)) * 255 / (max(m) - min(m)), 0 if max == min -> "
                     "v = clip(floor(y + 0.5), 0, 255)",
                     "monochrome1": "inverted last: v = 255 - v",
-                    "colour": "8-bit RGB (SamplesPerPixel 3): stored values as they are",
-                    "multi_frame": "refused unless a frame is chosen",
+                    "colour": "8-bit colour (SamplesPerPixel 3) to RGB: RGB as stored; "
+                    "YBR_FULL and YBR_FULL_422 (native YBR_FULL_422: each Cb, Cr sample "
+                    "repeated for its two pixels; JPEG: the codec's YCbCr, no codec colour "
+                    "conversion) by pydicom convert_color_space, float32: R = Y + 1.402 "
+                    "(Cr - 128), G = Y - (0.114 * 1.772 / 0.587) (Cb - 128) - (0.299 * "
+                    "1.402 / 0.587) (Cr - 128), B = Y + 1.772 (Cb - 128), each "
+                    "clip(floor(x + 0.5), 0, 255); YBR_ICT / YBR_RCT only in JPEG 2000 "
+                    "(the codec's inverse transform); other colour spaces refused",
+                    "palette": "PALETTE COLOR: the Red/Green/Blue palette LUTs (pydicom "
+                    "apply_color_lut); 16-bit entries keep their high byte (v >> 8)",
+                    "compressed": "decoded by the transfer syntax's codec (RLE, JPEG "
+                    "baseline / extended 8-bit, JPEG-LS, JPEG 2000); lossy JPEG decoders may "
+                    "differ by one level, so bit-exact hosts use libjpeg(-turbo) as Pillow "
+                    "does; a syntax the host cannot decode is refused, naming it",
+                    "multi_frame": "refused unless a frame is chosen; index build/add "
+                    "choose by a frame policy (default: Representative Frame Number "
+                    "(0028,6010), 1-based in the file, else frame NumberOfFrames // 2, "
+                    "0-based) and store the frame with the entry",
+                    "us_region": US_REGION_RULE,
                 },
                 "refused": f"more than {MAX_PIXELS} pixels (checked from the header), a "
                 f"side under {MIN_SIDE} pixels, 32-bit float images, NaN or infinite values",
@@ -145,6 +167,8 @@ def build_contract(
             "meaning": "bit i comes from grid cell i // bits_per_cell of the image, cells "
             "row-major (cell j: row j // cols, column j % cols)",
         }
+    if model_card is not None:
+        contract["model_card"] = model_card
     reader.validate_contract(contract, where="contract being exported")
     return contract
 

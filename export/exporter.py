@@ -20,6 +20,7 @@ from deploy.atomic import atomic_directory, atomic_write_text
 from deploy.contract import CONTRACT_FILE
 from export.contract_writer import build_contract, model_hash_grid, write_contract
 from export.golden import GOLDEN_DIR, GOLDEN_FILE, write_golden
+from export.model_card import build_model_card, onnx_metadata
 from export.parity import PARITY_FILE, check_parity, prepare_records
 from keras_ynet.dataset import load_dataset
 from keras_ynet.fingerprint import FINGERPRINT_HEX_CHARS, model_fingerprint
@@ -122,6 +123,8 @@ def export_encoder(
     size, _, channels = model.input_shape_
     fingerprint = model_fingerprint(model)
     files = {k: v for k, v in FILES.items() if int8 or k != "tflite_int8"}
+    export_date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    card = build_model_card(model_path, spec.name, spec.licence, fingerprint, export_date)
     metadata = {
         "fingerprint": fingerprint,
         "fingerprint_algorithm": f"sha256 of config facts + encoder weights, first "
@@ -135,10 +138,11 @@ def export_encoder(
         "bit_order": "msb_first (numpy.packbits)",
         "class_names": json.dumps(list(class_names)),
         "training_data": training_data_name(model_path, spec.name),
-        "export_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "export_date": export_date,
         "keras_ynet_version": keras_ynet.__version__,
         "source_model": model_path.name,
         "contract": CONTRACT_FILE,
+        **onnx_metadata(card),
     }
     encoder = EncoderModule(model)
     with atomic_directory(out) as tmp:
@@ -158,7 +162,9 @@ def export_encoder(
             progress=lambda message: step(f"{message} -> {tmp.name}"),
         )
         grid = model_hash_grid(model)  # bit -> image region, for the search report
-        contract = build_contract(size, channels, model.bits, fingerprint, class_names, files, grid)
+        contract = build_contract(
+            size, channels, model.bits, fingerprint, class_names, files, grid, card
+        )
         write_contract(tmp, contract)
         report = check_parity(model, tmp, files, spec, parity_train, progress=step)
         report["int8_written"] = int8 and not (report["int8_flagged"] and not keep_flagged_int8)
@@ -166,7 +172,7 @@ def export_encoder(
             step(f"int8 agreement below the minimum: {files['tflite_int8']} left out")
             (tmp / files.pop("tflite_int8")).unlink()
             contract = build_contract(
-                size, channels, model.bits, fingerprint, class_names, files, grid
+                size, channels, model.bits, fingerprint, class_names, files, grid, card
             )
             write_contract(tmp, contract)
         atomic_write_text(tmp / PARITY_FILE, json.dumps(report, indent=2) + "\n")
@@ -177,5 +183,6 @@ def export_encoder(
         make_shareable(tmp)
         step(f"all checks passed; moving into {out}")
     report["out"] = str(out)
+    report["model_card"] = card
     report["written"] = [*files.values(), CONTRACT_FILE, PARITY_FILE, GOLDEN_FILE, GOLDEN_DIR]
     return report

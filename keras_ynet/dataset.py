@@ -7,7 +7,7 @@ A dataset is a folder holding ``labels.csv`` and the image/mask files it names::
 
 ``image`` and ``mask`` are paths relative to the folder (``mask`` may be empty), ``split``
 is one of ``train``, ``val``, ``test``, and extra columns are kept as strings. An optional
-``dataset.json`` declares ``{"name": ..., "mask_classes": [...], "mask_kind": ...}``.
+``dataset.json`` declares ``{"name": ..., "mask_classes": [...], "mask_kind": ..., "licence": ...}``.
 Masks are uint8 label images: pixel value = index into ``mask_classes``, unless
 dataset.json maps stored values to classes (``mask_values``) or the masks hold exactly
 the values {0, 255} (the binary form of most public segmentation sets), which read as
@@ -89,6 +89,8 @@ class DatasetSpec:
         mask_kind: ``fundus``, ``chest``, ``lesion``, ... or ``generic`` when unknown.
         mask_map: (stored value, class index) pairs when the mask files store other
             values than class indices; empty when they store the indices.
+        licence: ``dataset.json`` ``licence`` (the data's licence or terms of use, as
+            a note for the model card), else None.
     """
 
     root: Path
@@ -100,6 +102,7 @@ class DatasetSpec:
     image_size: tuple[int, int]
     mask_kind: str = "generic"
     mask_map: tuple[tuple[int, int], ...] = ()
+    licence: str | None = None
 
     def split(self, name: str) -> list[Record]:
         """Records of one split (``train``, ``val`` or ``test``), in file order."""
@@ -312,6 +315,7 @@ def load_dataset(
         image_size=size,
         mask_kind=str(meta.get("mask_kind") or kind),
         mask_map=mask_map,
+        licence=meta.get("licence"),
     )
 
 

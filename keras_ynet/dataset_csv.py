@@ -98,6 +98,10 @@ def read_dataset_json(root: Path, problems: list[str]) -> dict:
     if meta.get(ALLOW_OUTSIDE_KEY, False) not in (True, False):
         problems.append(f"{path}: {ALLOW_OUTSIDE_KEY} must be true or false")
         meta.pop(ALLOW_OUTSIDE_KEY)
+    licence = meta.get("licence")
+    if licence is not None and (not isinstance(licence, str) or not licence.strip()):
+        problems.append(f"{path}: licence must be a non-empty string (the data's licence note)")
+        meta.pop("licence")
     values = meta.get("mask_values")
     if values is not None:
         ok = (

@@ -129,6 +129,7 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
         "data": str(data_dir),
         "dataset": {
             "name": spec.name,
+            "licence": spec.licence,
             "root": str(Path(data_dir).resolve()),
             "labels_sha256": dataset_fingerprint(data_dir),
             "class_names": spec.class_names,

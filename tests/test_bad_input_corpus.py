@@ -543,11 +543,17 @@ def test_add_skips_bad_files_and_keeps_the_good_ones(encoder, images, index, tmp
     (new / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (new / "empty.png").write_bytes(b"")
     argv = ["index", "add", "--index", index, "--encoder", encoder, "--images", new]
-    rc, out, err = run(capsys, deploy_cli.main, *argv)
+    before = HammingIndex.load(index).ids
+    rc, out, err = run(capsys, deploy_cli.main, *argv)  # without --skip-bad: nothing added
+    assert rc == 1 and out == "" and "cannot read 2 bad file(s):" in err
+    assert "error: 2 of 4 images could not be read (listed above)" in err
+    assert "nothing was written (--skip-bad indexes the others)" in err
+    assert HammingIndex.load(index).ids == before
+    rc, out, err = run(capsys, deploy_cli.main, *argv, "--skip-bad")
     assert rc == 0, err
-    assert "skipped 2 bad files" in err and "Traceback" not in err
+    assert "skipped 2 bad file(s)" in err and "Traceback" not in err
     assert str(new / "broken.png") in err and str(new / "empty.png") in err
-    assert "added 2 image(s)" in out
+    assert "added 2 image(s)" in out and "skipped 2 unreadable file(s) (--skip-bad)" in out
     loaded = HammingIndex.load(index, expected_fingerprint=FINGERPRINT + "+float", expected_bits=64)
     assert len(loaded) == 8
     bits = Encoder.open(encoder).encode_file(new / "sub" / "good2.png")

@@ -230,10 +230,11 @@ def test_bad_image_in_a_folder_is_skipped_and_reported(art, tmp_path, capsys):
     (folder / "notes.txt").write_text("ignored")
     onnx, index = art["dir"] / "encoder.onnx", tmp_path / "index"
     rc, out, err = run_cli(
-        capsys, "index", "build", "--encoder", onnx, "--images", folder, "--out", index
-    )
+        capsys, "index", "build", "--encoder", onnx, "--images", folder, "--out", index,
+        "--skip-bad",
+    )  # fmt: skip
     assert rc == 0
-    assert "skipped 1 bad files:" in err and str(folder / "sub" / "bad.png") in err
+    assert "skipped 1 bad file(s):" in err and str(folder / "sub" / "bad.png") in err
     assert json.loads((index / "index.json").read_text())["ids"] == ["a.png", "c.png", "sub/b.png"]
     # Building over an existing index needs --overwrite.
     rc, _, err = run_cli(

@@ -176,7 +176,9 @@ def test_dicom_found_by_magic_without_suffix(tmp_path):
     assert_same_as_png(tmp_path, path, expected)
 
 
-def test_compressed_without_decoder_is_refused(tmp_path):
+def test_damaged_compressed_stream_is_refused_naming_the_syntax(tmp_path):
+    # pyjpegls decodes JPEG-LS; these bytes are no JPEG-LS stream. A syntax without an
+    # installed decoder: tests/test_dicom_colour.py.
     path = write_dicom(
         tmp_path / "jls.dcm",
         np.zeros((8, 8), np.uint8),
@@ -184,7 +186,8 @@ def test_compressed_without_decoder_is_refused(tmp_path):
         PixelData=encapsulate([b"\xff\xd8 not really JPEG-LS \xff\xd9"]),
     )
     message = error_of(path)
-    assert "JPEG-LS" in message and str(JPEGLSLossless) in message
+    assert "cannot decode the pixel data (JPEG-LS Lossless Image Compression, " in message
+    assert str(JPEGLSLossless) in message and "Invalid JPEG-LS stream" in message
 
 
 def test_missing_pydicom_gives_the_install_hint(tmp_path, monkeypatch):

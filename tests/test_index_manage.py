@@ -17,7 +17,7 @@ from PIL import Image
 from test_deploy import REPO, run_cli
 from test_image_formats import write_dicom
 
-from deploy import cli, index_store, sources
+from deploy import cine, cli, index_store, sources
 from deploy.index import BACKENDS, HammingIndex, IndexFormatError
 from deploy.index_info import index_info, verify_index
 
@@ -161,7 +161,8 @@ def built(art, tmp_path, capsys):
     assert rc == 0, err
     assert json.loads(out) == {
         "index": str(index), "indexed": 14, "items": 14, "bits": 64,
-        "codes": f"{art['fingerprint']}+float", "search": "exact", "skipped": [],
+        "codes": f"{art['fingerprint']}+float", "search": "exact",
+        "frames": "representative", "us_region": False, "skipped": [],
     }  # fmt: skip
     train = [i for i, s in zip(art["ids"], art["split"], strict=True) if s == "train"]
     return onnx, index, train
@@ -224,7 +225,8 @@ def test_cli_add_replace(art, tmp_path, capsys):
     rc, out, err = run_cli(capsys, *add, "--replace", "--json")
     assert rc == 0, err
     assert json.loads(out) == {"index": str(index), "added": 0, "replaced": 1, "items": 3,
-                               "n_delta": 3, "skipped": []}  # fmt: skip
+                               "n_delta": 3, "frames": "representative",
+                               "us_region": False, "skipped": []}  # fmt: skip
     loaded = HammingIndex.load(index)
     assert loaded.ids == ["a.png", "c.png", "b.png"]
     assert dict(loaded.entries())["b.png"]["path"] == str(second / "b.png")
@@ -271,6 +273,7 @@ def test_every_command_has_json(art, built, capsys):
         assert "--json" in sub._option_string_actions, name
     assert sorted(actions) == ["add", "build", "info", "remove", "verify"]
     assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES is sources.SPLIT_CHOICES
+    assert cli.CINE_DEFAULT == cine.DEFAULT
 
 
 def test_help_is_quick_and_imports_nothing_heavy():
