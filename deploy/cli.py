@@ -137,7 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser(
         "search", parents=[common, encoding], help="the k nearest indexed images to a query image"
     )
-    search.add_argument("--index", required=True, type=Path, help="index folder")
+    search.add_argument(
+        "--index",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="index folder; several (e.g. one per site): searched as one, codes memory-mapped",
+    )
     search.add_argument("--image", required=True, type=Path, help="query image")
     search.add_argument(
         "--frame", type=int, help="0-based frame of a multi-frame query (DICOM, GIF, TIFF)"
