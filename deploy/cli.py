@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--n-trees", type=int, default=50, help="Annoy trees")
     build.add_argument("--search-k", type=int, default=-1, help="Annoy candidates per lookup")
     build.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    build.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="encoding processes, each with --threads runtime threads (default 1 each); "
+        "default: one process",
+    )
 
     add = index.add_parser(
         "add",
@@ -201,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     # answer without loading numpy, the runtimes or Pillow.
     if args.command == "search":
         from deploy.cli_search import cmd_search as command
-    elif args.action in ("build", "add"):
-        from deploy import cli_index
-
-        command = cli_index.cmd_build if args.action == "build" else cli_index.cmd_add
+    elif args.action == "build":
+        from deploy.cli_build import cmd_build as command
+    elif args.action == "add":
+        from deploy.cli_index import cmd_add as command
     else:
         from deploy import cli_manage
 

@@ -1,4 +1,5 @@
-"""``python -m deploy index build`` and ``index add``: encode images into an index.
+"""``python -m deploy index add``: encode images into an index (and the helpers that
+``index build``, :mod:`deploy.cli_build`, shares with it).
 
 See :mod:`deploy.cli` for the command line; the parser and the error contract live there.
 """
@@ -10,7 +11,7 @@ import os
 import sys
 
 from deploy import atomic, dicom, preprocess, sources
-from deploy.cli_shared import load_index, make_parent, open_encoder, waiting
+from deploy.cli_shared import load_index, open_encoder, waiting
 from deploy.encoder import Encoder, EncodeResult
 from deploy.errors import printable
 from deploy.index import SIDECAR_FILE, HammingIndex, writer_lock
@@ -37,40 +38,6 @@ def _refuse_same_files(items: list[sources.Item], indexed: list[tuple[str, str]]
                 f"({printable(path)}): an image is indexed once; remove one of them"
             )
         seen[key] = item_id
-
-
-def cmd_build(args) -> int:
-    _refuse_existing_index(args)  # at once, before the encoding; again under the lock
-    encoder = open_encoder(args)
-    index = HammingIndex(
-        bits=encoder.bits,
-        fingerprint=encoder.codes_id,  # model + float/int8: what the codes are
-        n_trees=args.n_trees,
-        search_k=args.search_k,
-        backend=args.backend,
-    )  # before encoding: bad settings fail at once
-    items = _items(args)
-    _refuse_same_files(items)
-    make_parent("--out", args.out)
-    result = _encode(encoder, items, args)
-    _add_to(index, items, result)
-    index.build()
-    with writer_lock(args.out, args.lock_timeout, waiting(args.out)):
-        _refuse_existing_index(args)  # another build may have finished meanwhile
-        index.save(args.out)
-    kind = "annoy" if index.uses_annoy() else "exact"
-    if args.json:
-        print(json.dumps({
-            "index": str(args.out), "indexed": len(result), "items": len(index),
-            "bits": encoder.bits, "codes": encoder.codes_id, "search": kind,
-            "skipped": _skipped(result),
-        }, indent=2))  # fmt: skip
-        return 0
-    print(
-        f"indexed {len(result)} images ({encoder.bits} bits, encoder {encoder.codes_id}, "
-        f"{kind}) -> {printable(args.out)}"
-    )
-    return 0
 
 
 def _skipped(result: EncodeResult) -> list[dict[str, str]]:

@@ -17,24 +17,17 @@ Only numpy and the standard library are imported here.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+# deploy.cli defines it (it checks --threads without importing numpy); a light import.
+from deploy.cli import usable_cpus
 from deploy.exact import exact_topk
 
 # Below this many codes per shard, a thread's start-up and the merge cost more than the
 # scan they split (the 2-core dev machine: 64k codes scan in about 0.1 ms per query).
 MIN_SHARD_ROWS = 1 << 16
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def shard_bounds(n: int, threads: int, min_rows: int = MIN_SHARD_ROWS) -> list[tuple[int, int]]:

@@ -161,7 +161,8 @@ def built(art, tmp_path, capsys):
     assert rc == 0, err
     assert json.loads(out) == {
         "index": str(index), "indexed": 14, "items": 14, "bits": 64,
-        "codes": f"{art['fingerprint']}+float", "search": "exact", "skipped": [],
+        "codes": f"{art['fingerprint']}+float", "search": "exact", "resumed_after": 0,
+        "workers": 1, "skipped": [],
     }  # fmt: skip
     train = [i for i, s in zip(art["ids"], art["split"], strict=True) if s == "train"]
     return onnx, index, train
