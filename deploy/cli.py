@@ -9,6 +9,7 @@
     python -m deploy index remove --index INDEX --id scan-17 scan-18 [--compact]
     python -m deploy index info --index INDEX [--json]
     python -m deploy index verify --index INDEX   # exit 1 and one line naming a bad file
+    python -m deploy index export-engine --index INDEX --format opensearch --out bulk.ndjson
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 10 --json
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 5 \\
         --report why.html          # also why.png, a contact sheet (--sheet PATH to choose)
@@ -43,10 +44,11 @@ from pathlib import Path
 
 from deploy.errors import run_command
 
-# Kept in step with deploy.index.BACKENDS and deploy.sources.SPLIT_CHOICES (a test checks
-# it): importing those modules here would load numpy and Annoy just to print --help.
+# Kept in step with deploy.index.BACKENDS, deploy.sources.SPLIT_CHOICES and
+# deploy.engine_export.FORMATS (a test checks it): importing those modules here would load numpy and Annoy just to print --help.
 BACKENDS = ("auto", "exact", "annoy")
 SPLIT_CHOICES = ("train", "val", "test", "all")
+ENGINE_FORMATS = ("opensearch", "elasticsearch")  # deploy.engine_export.FORMATS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument(
         "--compact", action="store_true", help="rebuild the Annoy forest over the items left"
     )
+    export = index.add_parser(
+        "export-engine",
+        parents=[common],
+        help="write the codes as OpenSearch / Elasticsearch bulk NDJSON (+ the mapping)",
+    )
+    export.add_argument("--index", required=True, type=Path, help="index folder")
+    export.add_argument("--format", required=True, choices=ENGINE_FORMATS)
+    export.add_argument(
+        "--out", required=True, type=Path, help="bulk NDJSON file (mapping: OUT.mapping.json)"
+    )
+    export.add_argument("--name", help="engine index name (default: the folder's name)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files")
     for name, what in (
         ("info", "items, bits, backend, encoder, dates and sizes of an index"),
         ("verify", "re-check every stored sha256 and count of an index (exit 1 on a problem)"),
@@ -212,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         from deploy.cli_build import cmd_build as command
     elif args.action == "add":
         from deploy.cli_index import cmd_add as command
+    elif args.action == "export-engine":
+        from deploy.cli_export import cmd_export_engine as command
     else:
         from deploy import cli_manage
 
