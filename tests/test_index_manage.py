@@ -270,7 +270,7 @@ def test_every_command_has_json(art, built, capsys):
     actions = commands["index"]._subparsers._group_actions[0].choices
     for name, sub in [("search", commands["search"]), *actions.items()]:
         assert "--json" in sub._option_string_actions, name
-    assert sorted(actions) == ["add", "build", "info", "remove", "verify"]
+    assert sorted(actions) == ["add", "build", "export-engine", "info", "remove", "verify"]
     assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES == sources.SPLIT_CHOICES
 
 
