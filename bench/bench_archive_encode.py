@@ -1,7 +1,7 @@
 """Benchmark: encoding an archive into an index, 1 and 2 cores, threads vs processes.
 
 Command lines:
-    python bench/bench_archive_encode.py                   # 1500 images, 256 px (~5 min)
+    python bench/bench_archive_encode.py                   # 5000 images, 256 px (~5 min)
     python bench/bench_archive_encode.py --images 400 --image-size 128
 
 An untrained default YNet (``--image-size`` square, grey, 64 bits; bit thresholds fitted
@@ -17,7 +17,8 @@ runs ``python -m deploy index build --images ARCHIVE`` in a fresh process:
 * 2 cores, processes: ``--workers 2 --threads 1`` (two sessions in two processes).
 
 Columns: wall s (the whole command, start-up included), images/s, speed-up over the
-1-core row, peak MB (VmHWM of the command's main process: it must not grow with the
+1-core row, CPU s and cpu/wall (CPU time of the command and its workers: near 2 when two
+cores were really used; less when other work held one), peak MB (VmHWM of the command's main process: it must not grow with the
 archive, the codes go to disk batch by batch). Then the resume check: a 2-process build
 is interrupted (SIGINT) once half the images are in its journal and rerun; the rerun reports how many images the
 journal already held, and the index is checked equal to the uninterrupted one.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -40,6 +42,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+last_cpu = 0.0  # CPU seconds of the last run, its worker processes included
 
 # Runs the command line and prints its main process's peak resident memory (VmHWM).
 _MEASURED = r"""
@@ -76,7 +79,7 @@ export_encoder(work / "model.keras", spec.root, work / "art", int8=False, log=la
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=1500)
+    parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--image-size", type=int, default=256, help="encoder input side")
     parser.add_argument("--source-size", type=int, default=512, help="archive image side")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -98,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         encoder = work / "art" / "encoder.onnx"
         print(f"archive: {args.images} PNGs of {args.source_size} px; batch {args.batch_size}")
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n")
-        print(f"{'run':<34} {'wall s':>7} {'images/s':>9} {'speed-up':>9} {'peak MB':>8}")
+        print(
+            f"{'run':<34} {'wall s':>7} {'images/s':>9} {'speed-up':>9} {'CPU s':>6} "
+            f"{'cpu/wall':>8} {'peak MB':>8}"
+        )
         rows = [
             ("1 core (1 process, 1 thread)", 1, 1),
             ("2 cores: 1 process, 2 threads", 1, 2),
@@ -111,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             wall, peak, _ = run(argv, env)
             rate = args.images / wall
             base = base or rate
-            print(f"{name:<34} {wall:7.1f} {rate:9.1f} {rate / base:8.2f}x {peak:8.0f}", flush=True)
+            print(
+                f"{name:<34} {wall:7.1f} {rate:9.1f} {rate / base:8.2f}x {last_cpu:6.1f} "
+                f"{last_cpu / wall:8.2f} {peak:8.0f}",
+                flush=True,
+            )
             codes = (out / "codes.npy").read_bytes()
             assert reference is None or codes == reference, f"{name}: other codes"
             reference = codes
@@ -163,10 +173,14 @@ def build_argv(encoder, archive, out, workers, threads, batch_size) -> list[str]
 
 
 def run(argv: list[str], env: dict) -> tuple[float, float, dict]:
+    global last_cpu
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _MEASURED, *argv], env=env, cwd=ROOT,
                           capture_output=True, text=True)  # fmt: skip
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    last_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"index build failed: {done.stderr.strip()[-2000:]}")
     peak = next(
