@@ -29,6 +29,10 @@ build``, ``index add``), :mod:`deploy.cli_manage` (``index remove``, ``info``,
 ``verify``) and :mod:`deploy.cli_search` (``search``); this module holds the parser and
 ``main``, and imports them only to run one, so ``--help`` is quick.
 
+``index build`` streams (:mod:`deploy.cli_build`): batches go to a journal beside the
+index as they are encoded (``--workers N`` processes), and an interrupted build resumes
+when the same command is run again (``--restart`` starts over).
+
 Writers of one index (``index build``, ``index add``) run one after the other: a second
 one waits for the first (``--lock-timeout SECONDS`` to give up) and ``index add`` reads the
 index only once it holds the lock, so it adds to what the first one wrote. ``search``
@@ -108,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="encoding processes, each with --threads runtime threads (default 1 each); "
         "default: one process",
+    )
+    build.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what an interrupted build of --out left (default: resume it)",
     )
 
     add = index.add_parser(

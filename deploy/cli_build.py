@@ -61,6 +61,8 @@ def cmd_build(args) -> int:
         # Before the staging folder exists: a folder of other files is never replaced.
         index_store.check_destination(real_path(args.out))
         settings = {"codes": encoder.codes_id, "bits": encoder.bits, "source": source}
+        if getattr(args, "restart", False):
+            Journal.discard(args.out)
         journal = Journal.open(args.out, settings)
         resumed = len(journal.done)
         progress = sys.stderr.isatty() if args.progress is None else args.progress

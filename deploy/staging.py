@@ -4,7 +4,8 @@ A long build (``python -m deploy index build`` over an archive) appends each enc
 batch to ``.<name>.staging/`` beside the index folder, and publishes the index (one
 atomic folder swap, :mod:`deploy.atomic`) only when every image is done. Rerunning the
 same command after an interruption (Ctrl-C, a crash, a power cut) reads the journal and
-encodes only what is missing; the result equals an uninterrupted build.
+encodes only what is missing; the result equals an uninterrupted build. A journal is
+only appended to by a build holding the index folder's writer lock.
 
 Files in the staging folder:
 
@@ -110,6 +111,11 @@ class Journal:
             )
         journal._recover()
         return journal
+
+    @staticmethod
+    def discard(index_folder: str | os.PathLike) -> None:
+        """Deletes the staging folder of ``index_folder``, if any (a fresh start)."""
+        shutil.rmtree(staging_path(index_folder), ignore_errors=True)
 
     def _recover(self) -> None:
         journal_file, codes_file = self.folder / JOURNAL_FILE, self.folder / CODES_FILE

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from deploy import cli, parallel_encode, sources
 from deploy.staging import Journal, StagingError, staging_path
 
 BATCH = 4  # 14 train images: batches of 4, 4, 4, 2
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -138,6 +141,29 @@ def test_two_worker_processes_build_the_same_index(art, tmp_path, reference, cap
     )
     assert rc == 0, err
     assert json.loads(out_text)["workers"] == 2
+    assert contents(out) == reference
+
+
+def test_restart_discards_an_interrupted_build(art, tmp_path, reference, capsys, monkeypatch):
+    out = tmp_path / "index"
+    interrupt_after(monkeypatch, 2)
+    run_cli(capsys, *build_argv(art, out))
+    asked = interrupt_after(monkeypatch, 99)
+    rc, out_text, err = run_cli(capsys, *build_argv(art, out, "--restart", "--json"))
+    assert rc == 0, err
+    assert json.loads(out_text)["resumed_after"] == 0
+    assert [len(b) for b in asked] == [4, 4, 4, 2]  # everything encoded again
+    assert contents(out) == reference
+
+
+@pytest.mark.slow  # a real process, whose two workers each import ONNX Runtime
+def test_python_m_deploy_with_workers(art, tmp_path, reference):
+    out = tmp_path / "index"
+    argv = [str(a) for a in build_argv(art, out, "--workers", 2, "--json")]
+    done = subprocess.run([sys.executable, "-m", "deploy", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["indexed"] == 14
     assert contents(out) == reference
 
 
