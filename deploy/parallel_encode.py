@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -136,6 +137,9 @@ _worker_encoder: Encoder | None = None
 
 def _start_worker(encoder_path: str, threads: int) -> None:
     global _worker_encoder
+    # Ctrl-C reaches the whole process group: the parent handles it (drops the queued
+    # batches, lets running ones finish); a worker dying mid-batch would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_encoder = Encoder.open(encoder_path, num_threads=threads)
 
 

@@ -43,6 +43,22 @@ def test_two_sites_equal_brute_force_over_both_in_order(art, tmp_path, capsys):
         ]
 
 
+def test_report_over_two_sites(art, tmp_path, capsys):
+    onnx = art["dir"] / "encoder.onnx"
+    for site, split in (("site_a", "train"), ("site_b", "test")):
+        run_cli(capsys, "index", "build", "--encoder", onnx, "--data", art["data"],
+                "--split", split, "--out", tmp_path / site)  # fmt: skip
+    query = art["paths"][art["split"].index("test")]  # in site B: distance 0, rank 1
+    rc, out, err = run_cli(capsys, "search", "--index", tmp_path / "site_a", tmp_path / "site_b",
+                           "--encoder", onnx, "--image", query, "-k", 3,
+                           "--report", tmp_path / "why.html")  # fmt: skip
+    assert rc == 0, err
+    assert out.splitlines()[1].split()[:3] == ["1", art["ids"][art["split"].index("test")], "0"]
+    page = (tmp_path / "why.html").read_text()
+    assert f"index {tmp_path / 'site_a'}, {tmp_path / 'site_b'}" in page
+    assert (tmp_path / "why.png").is_file()
+
+
 def test_sites_of_another_encoder_are_refused(art, tmp_path, capsys):
     onnx = art["dir"] / "encoder.onnx"
     run_cli(capsys, "index", "build", "--encoder", onnx, "--data", art["data"],
