@@ -163,8 +163,9 @@ def folder_items(folder: str | Path, allow_outside: bool = False) -> list[Item]:
 
 
 def iter_folder_items(folder: str | Path, allow_outside: bool = False) -> Iterator[Item]:
-    """:func:`folder_items` one at a time, in the same order, holding one folder's
-    listing at a time (an archive of millions of files is never listed at once).
+    """:func:`folder_items` one at a time, in the same order, holding only the listings
+    of the folders on the current path (an archive of millions of files in thousands of
+    folders is never listed at once).
 
     A folder's entries are visited in the order of their relative paths: a sub-folder
     ``d`` sorts as ``"d/"``, because every path below it starts with that.
