@@ -9,6 +9,7 @@
     python -m deploy index remove --index INDEX --id scan-17 scan-18 [--compact]
     python -m deploy index info --index INDEX [--json]
     python -m deploy index verify --index INDEX   # exit 1 and one line naming a bad file
+    python -m deploy index export-engine --index INDEX --format opensearch --out bulk.ndjson
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 10 --json
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 5 \\
         --report why.html          # also why.png, a contact sheet (--sheet PATH to choose)
@@ -27,10 +28,15 @@ placeholder and a note). Errors print one line, ``error: ...``, and exit 1; ``--
 shows the traceback instead (:func:`deploy.errors.run_command`, as every command line).
 
 Every command takes ``--json``: its result as one JSON document on stdout (messages and
-skipped files go to stderr). The subcommands live in :mod:`deploy.cli_index` (``index
-build``, ``index add``), :mod:`deploy.cli_manage` (``index remove``, ``info``,
+skipped files go to stderr). The subcommands live in :mod:`deploy.cli_build` (``index
+build``), :mod:`deploy.cli_index` (``index add``), :mod:`deploy.cli_export` (``index
+export-engine``), :mod:`deploy.cli_manage` (``index remove``, ``info``,
 ``verify``) and :mod:`deploy.cli_search` (``search``); this module holds the parser and
 ``main``, and imports them only to run one, so ``--help`` is quick.
+
+``index build`` streams (:mod:`deploy.cli_build`): batches go to a journal beside the
+index as they are encoded (``--workers N`` processes), and an interrupted build resumes
+when the same command is run again (``--restart`` starts over).
 
 Writers of one index (``index build``, ``index add``) run one after the other: a second
 one waits for the first (``--lock-timeout SECONDS`` to give up) and ``index add`` reads the
@@ -48,10 +54,12 @@ from pathlib import Path
 from deploy.errors import run_command
 from deploy.sources import SPLIT_CHOICES  # standard library only: --help stays fast
 
-# Kept in step with deploy.index.BACKENDS and deploy.cine.DEFAULT (a test checks it):
-# importing those modules here would load numpy and Annoy just to print --help.
+# Kept in step with deploy.index.BACKENDS, deploy.cine.DEFAULT and
+# deploy.engine_export.FORMATS (a test checks it): importing those modules here would
+# load numpy and Annoy just to print --help.
 BACKENDS = ("auto", "exact", "annoy")
 CINE_DEFAULT = "representative"
+ENGINE_FORMATS = ("opensearch", "elasticsearch")  # deploy.engine_export.FORMATS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--n-trees", type=int, default=50, help="Annoy trees")
     build.add_argument("--search-k", type=int, default=-1, help="Annoy candidates per lookup")
     build.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    build.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="encoding processes, each with --threads runtime threads (default 1 each); "
+        "default: one process",
+    )
+    build.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what an interrupted build of --out left (default: resume it)",
+    )
 
     add = index.add_parser(
         "add",
@@ -132,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument(
         "--compact", action="store_true", help="rebuild the Annoy forest over the items left"
     )
+    export = index.add_parser(
+        "export-engine",
+        parents=[common],
+        help="write the codes as OpenSearch / Elasticsearch bulk NDJSON (+ the mapping)",
+    )
+    export.add_argument("--index", required=True, type=Path, help="index folder")
+    export.add_argument("--format", required=True, choices=ENGINE_FORMATS)
+    export.add_argument(
+        "--out", required=True, type=Path, help="bulk NDJSON file (mapping: OUT.mapping.json)"
+    )
+    export.add_argument("--name", help="engine index name (default: the folder's name)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files")
     for name, what in (
         ("info", "items, bits, backend, encoder, dates and sizes of an index"),
         ("verify", "re-check every stored sha256 and count of an index (exit 1 on a problem)"),
@@ -142,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser(
         "search", parents=[common, encoding], help="the k nearest indexed images to a query image"
     )
-    search.add_argument("--index", required=True, type=Path, help="index folder")
+    search.add_argument(
+        "--index",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="index folder; several (e.g. one per site): searched as one, codes memory-mapped",
+    )
     search.add_argument("--image", required=True, type=Path, help="query image")
     search.add_argument(
         "--frame", type=int, help="0-based frame of a multi-frame query (DICOM, GIF, TIFF)"
@@ -235,10 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     # answer without loading numpy, the runtimes or Pillow.
     if args.command == "search":
         from deploy.cli_search import cmd_search as command
-    elif args.action in ("build", "add"):
-        from deploy import cli_index
-
-        command = cli_index.cmd_build if args.action == "build" else cli_index.cmd_add
+    elif args.action == "build":
+        from deploy.cli_build import cmd_build as command
+    elif args.action == "add":
+        from deploy.cli_index import cmd_add as command
+    elif args.action == "export-engine":
+        from deploy.cli_export import cmd_export_engine as command
     else:
         from deploy import cli_manage
 

@@ -17,13 +17,14 @@ from deploy.cli_shared import load_index, make_parent, open_encoder
 from deploy.encoder import Encoder
 from deploy.errors import printable
 from deploy.index import HammingIndex, Hit
+from deploy.mapped_index import MultiIndex
 
 
 def cmd_search(args) -> int:
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
     encoder = open_encoder(args)
-    index = load_index(args.index, encoder, args.encoder)
+    index = _open_indexes(args.index, encoder, args.encoder)
     sheet = args.sheet
     if args.report is not None and sheet is None:
         sheet = args.report.with_suffix(".png")
@@ -42,6 +43,9 @@ def cmd_search(args) -> int:
     _warn_region_mismatch(args, hits)
     if args.json:
         results = [_hit_json(h) for h in hits]
+        if isinstance(index, MultiIndex):  # which site's folder each hit comes from
+            for row, hit in zip(results, hits, strict=True):
+                row["index"] = str(index.parts[index.locate(hit.position)[0]].path)
         document = {"query": str(args.image), "k": args.k, "results": results}
         if dicom.is_dicom(args.image):
             document["query_dicom"] = dicom_header.identifiers(args.image, args.frame)
@@ -70,6 +74,16 @@ def _warn_region_mismatch(args, hits: list[Hit]) -> None:
     else:
         return
     print(f"warning: the DICOM hits {why}; distances compare unlike images", file=sys.stderr)
+
+
+def _open_indexes(
+    folders: list[Path], encoder: Encoder, encoder_path: Path
+) -> HammingIndex | MultiIndex:
+    """One folder: loaded as it is (its Annoy forest too); several: memory-mapped and
+    searched exactly as one index holding their items in the order given."""
+    if len(folders) == 1:
+        return load_index(folders[0], encoder, encoder_path)
+    return MultiIndex.open(folders, encoder.codes_id, encoder.bits)
 
 
 def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:
@@ -113,7 +127,8 @@ def _write_report(
     query_entry = report.Entry(
         args.image.name, args.image, query_bits, frame=args.frame, us_region=args.us_region
     )
-    source = f"encoder {encoder.model_path} ({encoder.codes_id}), index {args.index}"
+    folders = ", ".join(map(str, args.index))
+    source = f"encoder {encoder.model_path} ({encoder.codes_id}), index {folders}"
     content = report.Report(query_entry, entries, grid, grid_note=note, source=source)
     return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
 

@@ -1,6 +1,7 @@
 """What the device command lines share: the encoder, the index, output folders.
 
-Used by :mod:`deploy.cli_index` and :mod:`deploy.cli_search`; see :mod:`deploy.cli`.
+Used by :mod:`deploy.cli_build`, :mod:`deploy.cli_index`, :mod:`deploy.index_input` and
+:mod:`deploy.cli_search`; see :mod:`deploy.cli`.
 """
 
 from __future__ import annotations

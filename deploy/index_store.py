@@ -189,6 +189,29 @@ def read_index(
     folder = atomic.recover_directory(folder)
     path = folder / SIDECAR_FILE
     meta = _read_sidecar(path)
+    check_expected(folder, meta, expected_fingerprint, expected_bits)
+    packed = _read_codes(folder / CODES_FILE, meta)
+    forest = _read_annoy(folder / ANNOY_FILE, meta) if meta["n_annoy"] else None
+    return StoredIndex(
+        path=folder,
+        config={key: meta[key] for key in CONFIG_KEYS},
+        ids=meta["ids"],
+        metadata=meta["metadata"],
+        packed=packed,
+        forest=forest,
+        n_annoy=meta["n_annoy"],
+        created=meta.get("created") if isinstance(meta.get("created"), str) else None,
+    )
+
+
+def check_expected(
+    folder: Path,
+    meta: dict[str, Any],
+    expected_fingerprint: str | None = None,
+    expected_bits: int | None = None,
+) -> None:
+    """Raises :class:`IndexMismatchError` when a checked sidecar records another code
+    length or encoder than expected (None: not checked)."""
     if expected_bits is not None and meta["bits"] != expected_bits:
         raise IndexMismatchError(
             f"index at {folder} holds {meta['bits']}-bit codes, expected {expected_bits}",
@@ -202,18 +225,6 @@ def read_index(
             meta["fingerprint"],
             meta["bits"],
         )
-    packed = _read_codes(folder / CODES_FILE, meta)
-    forest = _read_annoy(folder / ANNOY_FILE, meta) if meta["n_annoy"] else None
-    return StoredIndex(
-        path=folder,
-        config={key: meta[key] for key in CONFIG_KEYS},
-        ids=meta["ids"],
-        metadata=meta["metadata"],
-        packed=packed,
-        forest=forest,
-        n_annoy=meta["n_annoy"],
-        created=meta.get("created") if isinstance(meta.get("created"), str) else None,
-    )
 
 
 def read_sidecar(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]]:

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,23 +157,44 @@ def folder_items(folder: str | Path, allow_outside: bool = False) -> list[Item]:
     ``path`` and an empty ``label``. A symbolic link leading out of ``folder`` is refused
     unless ``allow_outside``.
     """
+    items = list(iter_folder_items(folder, allow_outside))
+    if not items:
+        raise ValueError(
+            f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {Path(folder).expanduser().absolute()}"
+        )
+    return items
+
+
+def iter_folder_items(folder: str | Path, allow_outside: bool = False) -> Iterator[Item]:
+    """:func:`folder_items` one at a time, in the same order, holding only the listings
+    of the folders on the current path (an archive of millions of files in thousands of
+    folders is never listed at once).
+
+    A folder's entries are visited in the order of their relative paths: a sub-folder
+    ``d`` sorts as ``"d/"``, because every path below it starts with that.
+    """
     folder = Path(folder).expanduser().absolute()
     if not folder.is_dir():
         raise ValueError(f"image folder not found: {folder}")
-    paths = sorted(
-        (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
-    if not paths:
-        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-    if not allow_outside:
-        for p in paths:
-            if leaves_root(folder, p):
-                raise outside_error(
-                    folder, "--images", p.relative_to(folder).as_posix(),
-                    "--allow-outside-paths is given",
-                )  # fmt: skip
-    return [_file_item(p.relative_to(folder).as_posix(), p) for p in paths]
+    yield from _walk(folder, folder, allow_outside)
+
+
+def _walk(root: Path, here: Path, allow_outside: bool) -> Iterator[Item]:
+    try:
+        entries = list(os.scandir(here))
+    except OSError as err:
+        raise ValueError(f"cannot list {here}: {err.strerror}") from None
+    # Sub-folders that are symbolic links are not entered (as Path.rglob).
+    keyed = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in entries]
+    for key, entry in sorted(keyed, key=lambda pair: pair[0]):
+        path = Path(entry.path)
+        if key.endswith("/"):
+            yield from _walk(root, path, allow_outside)
+        elif path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            relative = path.relative_to(root).as_posix()
+            if not allow_outside and leaves_root(root, path):
+                raise outside_error(root, "--images", relative, "--allow-outside-paths is given")
+            yield _file_item(relative, path)
 
 
 def file_items(paths: list[str | Path]) -> list[Item]:

@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
+from test_archive_build import contents, interrupt_after
 from test_deploy import run_cli
 from test_image_formats import write_dicom
 
@@ -18,6 +19,7 @@ from deploy import cine
 from deploy.encoder import Encoder
 from deploy.index import HammingIndex
 from deploy.sources import Item
+from deploy.staging import staging_path
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,7 @@ def test_a_frame_a_loop_lacks_fails_the_build_unless_skip_bad(art, folder, tmp_p
     problem = f"cannot read DICOM {folder / 'loop.dcm'}: frame 3 out of range: the file has 3"
     assert rc == 1 and out == "" and problem in err
     assert "error: 1 of 3 images could not be read (listed above)" in err
-    assert not index.exists()
+    assert not index.exists() and not staging_path(index).exists()
     rc, out, err = run_cli(capsys, *argv, "--frame", "3", "--skip-bad")
     assert rc == 0, err
     summary = json.loads(out)
@@ -140,15 +142,14 @@ def test_a_frame_a_loop_lacks_fails_the_build_unless_skip_bad(art, folder, tmp_p
     assert HammingIndex.load(index).ids == ["a.png", "b.png"]
 
 
-@pytest.mark.slow
-def test_us_region_is_encoded_stored_and_searched_alike(art, folder, tmp_path, capsys):
-    train = [p for p, s in zip(art["paths"], art["split"], strict=True) if s == "train"]
-    grey = np.asarray(Image.open(train[3]).convert("L"), np.uint8)
+def us_file(path, source):
+    """A DICOM of ``source`` (grey) inside a frame of text-like noise, declaring the
+    ultrasound region where the image is; returns the path and the image's shape."""
+    grey = np.asarray(Image.open(source).convert("L"), np.uint8)
     height, width = grey.shape
-    # The image inside a frame of text-like noise; the region declares where it is.
     framed = np.random.default_rng(0).integers(0, 256, (height + 20, width + 30), np.uint8)
     framed[12 : 12 + height, 20 : 20 + width] = grey
-    us = write_dicom(folder / "us.dcm", framed, WindowCenter=128, WindowWidth=256)
+    us = write_dicom(path, framed, WindowCenter=128, WindowWidth=256)
     item = Dataset()
     item.RegionSpatialFormat = 1
     item.RegionLocationMinX0, item.RegionLocationMinY0 = 20, 12
@@ -156,6 +157,13 @@ def test_us_region_is_encoded_stored_and_searched_alike(art, folder, tmp_path, c
     ds = pydicom.dcmread(us)
     ds.SequenceOfUltrasoundRegions = [item]
     ds.save_as(us)
+    return us, (height, width)
+
+
+@pytest.mark.slow
+def test_us_region_is_encoded_stored_and_searched_alike(art, folder, tmp_path, capsys):
+    train = [p for p, s in zip(art["paths"], art["split"], strict=True) if s == "train"]
+    us, (height, width) = us_file(folder / "us.dcm", train[3])
     onnx, index = art["dir"] / "encoder.onnx", tmp_path / "idx"
     rc, out, err = run_cli(capsys, "index", "build", "--encoder", onnx, "--images", folder,
                            "--out", index, "--us-region", "--json")  # fmt: skip
@@ -180,3 +188,62 @@ def test_us_region_is_encoded_stored_and_searched_alike(art, folder, tmp_path, c
         "warning: the DICOM hits were indexed with --us-region, the query is not (add "
         "--us-region); distances compare unlike images\n"
     )
+
+
+LOOP_IDS = ["a.png", "b.png", "loop.dcm#frame=0", "loop.dcm#frame=1", "loop.dcm#frame=2"]
+
+
+def build_all_frames(art, folder, out, capsys, *more):
+    rc, stdout, err = run_cli(capsys, "index", "build", "--encoder", art["dir"] / "encoder.onnx",
+                              "--images", folder, "--out", out, "--frames", "all",
+                              "--batch-size", 2, "--no-progress", "--json", *more)  # fmt: skip
+    return rc, stdout, err
+
+
+@pytest.mark.slow  # two worker processes, each importing ONNX Runtime
+def test_worker_processes_encode_each_frame_as_one_process_does(art, folder, tmp_path, capsys):
+    train = [p for p, s in zip(art["paths"], art["split"], strict=True) if s == "train"]
+    us, _ = us_file(folder / "us.dcm", train[3])
+    built = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        rc, stdout, err = build_all_frames(
+            art, folder, out, capsys, "--workers", workers, "--us-region"
+        )
+        assert rc == 0, err
+        assert json.loads(stdout)["workers"] == workers
+        built[workers] = contents(out)
+    assert built[2] == built[1]  # codes, ids and metadata, byte for byte
+    packed, ids, metadata = built[2]
+    assert ids == [*LOOP_IDS, "us.dcm"]
+    assert [m.get("dicom", {}).get("frame") for m in metadata] == [None, None, 0, 1, 2, None]
+    loaded, encoder = HammingIndex.load(tmp_path / "w2"), Encoder.open(art["dir"] / "encoder.onnx")
+    for frame in (0, 1, 2):  # each entry is its own frame's code
+        code = encoder.encode_file(folder / "loop.dcm", frame)
+        assert [(h.id, h.distance) for h in loaded.lookup(code, 1)] == [
+            (f"loop.dcm#frame={frame}", 0)
+        ]
+    # The workers cropped the DICOM to its region: its code is the plain image's.
+    code = encoder.encode_file(train[3])
+    assert [(h.id, h.distance) for h in loaded.lookup(code, 1)] == [("us.dcm", 0)]
+
+
+@pytest.mark.slow
+def test_an_interrupted_all_frames_build_resumes_by_frame(
+    art, folder, tmp_path, capsys, monkeypatch
+):
+    reference = tmp_path / "ref"
+    assert build_all_frames(art, folder, reference, capsys)[0] == 0
+    out = tmp_path / "idx"
+    asked = interrupt_after(monkeypatch, 2)  # batches [a, b], [loop#0, loop#1] committed
+    rc, _, err = build_all_frames(art, folder, out, capsys)
+    assert rc == 130, err
+    # Another frame policy would give the journal's ids other images: refused.
+    rc, _, err = build_all_frames(art, folder, out, capsys, "--frames", "middle")
+    assert rc == 1 and "holds an unfinished build with other frames" in err
+    asked.clear()
+    rc, stdout, err = build_all_frames(art, folder, out, capsys)
+    assert rc == 0, err
+    assert asked == [["loop.dcm#frame=2"]]  # only the frame the journal lacks
+    assert json.loads(stdout)["resumed_after"] == 4
+    assert contents(out) == contents(reference)

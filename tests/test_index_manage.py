@@ -161,8 +161,8 @@ def built(art, tmp_path, capsys):
     assert rc == 0, err
     assert json.loads(out) == {
         "index": str(index), "indexed": 14, "items": 14, "bits": 64,
-        "codes": f"{art['fingerprint']}+float", "search": "exact",
-        "frames": "representative", "us_region": False, "skipped": [],
+        "codes": f"{art['fingerprint']}+float", "search": "exact", "resumed_after": 0,
+        "workers": 1, "frames": "representative", "us_region": False, "skipped": [],
     }  # fmt: skip
     train = [i for i, s in zip(art["ids"], art["split"], strict=True) if s == "train"]
     return onnx, index, train
@@ -271,7 +271,7 @@ def test_every_command_has_json(art, built, capsys):
     actions = commands["index"]._subparsers._group_actions[0].choices
     for name, sub in [("search", commands["search"]), *actions.items()]:
         assert "--json" in sub._option_string_actions, name
-    assert sorted(actions) == ["add", "build", "info", "remove", "verify"]
+    assert sorted(actions) == ["add", "build", "export-engine", "info", "remove", "verify"]
     assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES is sources.SPLIT_CHOICES
     assert cli.CINE_DEFAULT == cine.DEFAULT
 
