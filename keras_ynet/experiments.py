@@ -132,8 +132,8 @@ def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
 def run_table(table: str, args) -> int:
     """Plans, trains (what is not stored), and writes one table."""
     from keras_ynet.dataset import load_dataset
-    from keras_ynet.plots import plot_map_vs_k
     from keras_ynet.experiments_report import summarize_row, write_tables
+    from keras_ynet.plots import plot_map_vs_k
     from keras_ynet.train import dataset_fingerprint
 
     out = Path(args.out).resolve()
