@@ -113,3 +113,15 @@ def make_placement(mode: str) -> Placement:
         return Placement(tf.distribute.MirroredStrategy(devices=devices), mode)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     return Placement(strategy, mode, task_name(tf_config))
+
+
+def use_logical_cpus(count: int) -> None:
+    """Splits this process's CPU into ``count`` logical devices, so ``mirrored`` runs
+    ``count`` replicas on a host without a GPU (for tests and benchmarks: the replicas
+    share the same cores). Call it before TensorFlow runs anything."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    )

@@ -27,8 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO_CPUS = """
 import sys
 import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_ynet.distribute import use_logical_cpus
+use_logical_cpus(2)
 """
 TRAIN_MAIN = "from keras_ynet.train import main\nraise SystemExit(main(sys.argv[1:]))\n"
 
