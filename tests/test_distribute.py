@@ -189,9 +189,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class MultiWorkerFitFails(AssertionError):
+    """The upstream failure of Keras 3 fit() under MultiWorkerMirroredStrategy."""
+
+
+# The last frame of the upstream failure, as run_command's `error:` line starts.
+UPSTREAM_ERROR = "error: Attempt to convert a value (PerReplica:"
+
+
 @pytest.mark.slow  # two worker processes
 @pytest.mark.xfail(
     strict=True,
+    raises=MultiWorkerFitFails,
     reason="Keras 3.15 fit() under MultiWorkerMirroredStrategy reduces its first batch "
     "with strategy.reduce in _maybe_symbolic_build and fails: 'Attempt to convert a value "
     "(PerReplica:...) to a Tensor' (keras-team/keras#20585, tensorflow/tensorflow#72388)",
@@ -215,8 +224,14 @@ def test_two_workers_on_localhost_train_one_run(phantoms, tmp_path):
             )  # fmt: skip
         )
     results = [w.communicate(timeout=300) for w in workers]
+    codes = [w.returncode for w in workers]
+    if codes == [1, 1] and all(UPSTREAM_ERROR in err for _, err in results):
+        # Both workers joined the cluster (2 replicas) and failed in fit(): the known
+        # failure, and nothing else, is what this test expects until Keras fixes it.
+        assert all("2 replica(s) (multiworker" in out_ for out_, _ in results)
+        raise MultiWorkerFitFails(UPSTREAM_ERROR)
     errors = [err.strip().splitlines()[-1:] for _, err in results]
-    assert [w.returncode for w in workers] == [0, 0], errors
+    assert codes == [0, 0], errors
     info, _ = read_run(out)
     assert (info["replicas"], info["epochs_run"]) == (2, 3)
     assert not (out / "backup-worker-1").exists()  # the worker kept only its resume state
