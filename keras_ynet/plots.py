@@ -9,7 +9,9 @@
 Figures are built on ``matplotlib.figure.Figure`` (not pyplot), so drawing touches no
 global state and needs no display; files are written atomically.
 
-Usage: ``python -m keras_ynet.plots RUN_DIR`` redraws a run's training curves.
+Usage: ``python -m keras_ynet.plots RUN_DIR`` redraws a run's training curves;
+``python -m keras_ynet.plots --table OUT/table2.json --out map_vs_k.png`` an experiment's
+mAP against k.
 """
 
 from __future__ import annotations
@@ -125,22 +127,50 @@ def plot_map_vs_k(rows: list[dict], random_map: dict, path: Path, title: str = "
     return _save(figure, path)
 
 
+def plot_table(table_json: str | Path, path: str | Path) -> Path:
+    """Redraws an experiment's mAP-against-k figure from its table JSON
+    (``OUT/table2.json``, :func:`keras_ynet.experiments_report.write_tables`)."""
+    import json
+
+    table_json = Path(table_json)
+    try:
+        document = json.loads(table_json.read_text())
+        rows, random_map = document["rows"], document["random_map"]
+        seeds = len(document.get("seeds") or rows[0]["seeds"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"{table_json}: not an experiment table: {e}") from None
+    title = f"{document.get('dataset', table_json.stem)}: mean and std over {seeds} seed(s)"
+    return plot_map_vs_k(rows, random_map, Path(path), title)
+
+
 def main(argv: list[str] | None = None) -> int:
     from deploy.errors import run_command
 
-    p = argparse.ArgumentParser(prog="python -m keras_ynet.plots", description=__doc__)
-    p.add_argument("run", help="run folder holding history.csv")
-    p.add_argument("--out", default=None, help=f"the PNG (default: RUN/{CURVES_FILE})")
+    p = argparse.ArgumentParser(
+        prog="python -m keras_ynet.plots",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", nargs="?", help="run folder holding history.csv")
+    p.add_argument("--table", help="an experiment's table JSON: draw its mAP against k")
+    p.add_argument("--out", help=f"the PNG (default: RUN/{CURVES_FILE}, TABLE with .png)")
     p.add_argument("--json", action="store_true", help="print the written path as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     a = p.parse_args(argv)
+    if (a.run is None) == (a.table is None):
+        p.error("give a run folder or --table, not both")
 
     def work():
         import json
 
-        run = Path(a.run)
-        path = plot_training_curves(run / "history.csv", a.out or run / CURVES_FILE, run.name)
-        print(json.dumps({"curves": str(path)}) if a.json else f"wrote {path}")
+        if a.table:
+            path = plot_table(a.table, a.out or Path(a.table).with_suffix(".png"))
+            key = "map_vs_k"
+        else:
+            run = Path(a.run)
+            path = plot_training_curves(run / "history.csv", a.out or run / CURVES_FILE, run.name)
+            key = "curves"
+        print(json.dumps({key: str(path)}) if a.json else f"wrote {path}")
 
     return run_command(work, a.debug)
 

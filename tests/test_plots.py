@@ -96,3 +96,22 @@ def test_map_vs_k_has_one_axis_per_convention(tmp_path):
     path = plot_map_vs_k(ROWS, RANDOM, tmp_path / "map_vs_k.png", "Table II")
     with Image.open(path) as image:
         assert image.size == (1750, 450)  # (5 per convention + 2.5) x 4.5 inches
+
+
+def test_the_plots_command_redraws_an_experiment_table(tmp_path, capsys):
+    import json
+
+    table = tmp_path / "table2.json"
+    table.write_text(
+        json.dumps({"dataset": "x", "seeds": [0, 1], "rows": ROWS, "random_map": RANDOM})
+    )
+    assert main(["--table", str(table), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"map_vs_k": str(tmp_path / "table2.png")}
+    with Image.open(tmp_path / "table2.png") as image:
+        assert image.size == (1750, 450)
+
+
+def test_a_file_that_is_not_a_table_is_named(tmp_path, capsys):
+    (tmp_path / "t.json").write_text("{}")
+    assert main(["--table", str(tmp_path / "t.json")]) == 1
+    assert "t.json: not an experiment table: 'rows'" in capsys.readouterr().err
