@@ -27,6 +27,7 @@ from pathlib import Path
 
 from deploy.atomic import atomic_write_text
 from deploy.errors import run_command
+from deploy.locking import writer_lock
 from keras_ynet.run_config import (
     RunConfig,
     add_run_arguments,
@@ -120,7 +121,16 @@ def train(config: RunConfig, verbose: int = 2, callbacks=()) -> dict:
     from keras_ynet.distribute import make_placement
 
     placement = make_placement(config.distribute)  # before any other TensorFlow work
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # One process at a time trains into a run folder (a second one fails at once,
+    # naming the first): two would overwrite each other's resume state.
+    with writer_lock(placement.backup_dir(out), timeout=0):
+        return _fit_and_write(config, spec, data_dir, placement, verbose, callbacks)
 
+
+def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dict:
+    """The body of :func:`train` once the data is checked and the run folder locked."""
     import keras
     import tensorflow as tf
 
@@ -140,7 +150,6 @@ def train(config: RunConfig, verbose: int = 2, callbacks=()) -> dict:
     keras.utils.set_random_seed(config.seed)
     size = config.image_size
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     backup = placement.backup_dir(out)
     check_resumable(config, backup)
     start_epoch = resume_epoch(backup)

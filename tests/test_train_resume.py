@@ -95,3 +95,29 @@ def test_resuming_with_other_settings_is_refused(phantoms, tmp_path):
         train(config_for(phantoms, out, epochs=2), verbose=0, callbacks=[InterruptAfter(0)])
     with pytest.raises(ValueError, match=r"other settings \(bits\)"):
         train(config_for(phantoms, out, epochs=2, bits=32), verbose=0)
+
+
+def test_a_second_training_into_a_busy_run_folder_fails_at_once(phantoms, tmp_path):
+    import threading
+
+    from deploy.locking import LockTimeout, writer_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    held, release = threading.Event(), threading.Event()
+
+    def first_run():  # holds the run folder's lock as a training run does
+        with writer_lock(out / "backup"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    try:
+        held.wait(30)
+        with pytest.raises(LockTimeout, match=r"run/backup is being written by"):
+            train(config_for(phantoms, out), verbose=0)
+    finally:
+        release.set()
+        thread.join()
+    assert not (out / "history.csv").exists()
