@@ -163,7 +163,7 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
     # One endless stream of the epochs' batches (reshuffled each pass, as fit() would):
     # a resumed run skips the epochs it already trained, so it meets the same batches.
     fit_ds = data.dataset.repeat().skip(start_epoch * steps)
-    if placement.mode == "multiworker":  # in-memory data: each worker takes every n-th batch
+    if placement.mode == "multiworker":  # in-memory data has no files to shard by: elements
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
