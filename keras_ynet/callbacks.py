@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from deploy.atomic import atomic_path
 from keras_ynet.hash_head import bit_thresholds
 from keras_ynet.ranking_metrics import SELECTION_CONVENTION, SELECTION_K, map_at_k
 from keras_ynet.ynet_codes import hash_pre_activations
@@ -22,12 +24,29 @@ class BestValidation(keras.callbacks.Callback):
         score_fn: ``score_fn(model) -> float``, higher is better (validation mAP@10,
             :data:`keras_ynet.ranking_metrics.SELECTION_K`).
         key: name of the score in the epoch logs (and so in history.csv).
+        state_dir: where the best score and weights so far are kept (``best.npz``,
+            written atomically) so that a resumed run (``keras.callbacks.BackupAndRestore``)
+            still restores the best epoch of the whole run, not of its last part; None
+            keeps them in memory only.
     """
 
-    def __init__(self, score_fn, key: str = VAL_KEY, verbose: bool = True):
+    STATE_FILE = "best.npz"
+
+    def __init__(self, score_fn, key: str = VAL_KEY, verbose: bool = True, state_dir=None):
         super().__init__()
         self.score_fn, self.key, self.verbose = score_fn, key, verbose
+        self.state_path = Path(state_dir) / self.STATE_FILE if state_dir else None
         self.best, self.best_epoch, self.best_weights = -np.inf, -1, None
+
+    def on_train_begin(self, logs=None):
+        if self.state_path is None or not self.state_path.is_file():
+            return
+        try:
+            with np.load(self.state_path) as state:
+                self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+                self.best_weights = [state[f"w{i}"] for i in range(int(state["n_weights"]))]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{self.state_path}: damaged resume state ({e}); delete it") from e
 
     def on_epoch_end(self, epoch, logs=None):
         value = float(self.score_fn(self.model))
@@ -37,6 +56,18 @@ class BestValidation(keras.callbacks.Callback):
         if value >= self.best:
             self.best, self.best_epoch = value, epoch
             self.best_weights = self.model.get_weights()
+            self._save_state()
+
+    def _save_state(self):
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        weights = {f"w{i}": w for i, w in enumerate(self.best_weights)}
+        with atomic_path(self.state_path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f, best=self.best, best_epoch=self.best_epoch,
+                n_weights=len(self.best_weights), **weights,
+            )  # fmt: skip
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
@@ -71,12 +102,15 @@ def ynet_validation_score(
 
 
 class RunProgress(keras.callbacks.Callback):
-    """Prints one line per epoch: elapsed time, ETA of the whole run and images/s."""
+    """Prints one line per epoch: elapsed time, ETA of the whole run and images/s.
+
+    A resumed run starts at a later epoch: the ETA counts the epochs this process ran.
+    """
 
     def __init__(self, epochs: int, images_per_epoch: int):
         super().__init__()
         self.epochs, self.images_per_epoch = epochs, images_per_epoch
-        self.train_seconds = 0.0
+        self.train_seconds, self.epochs_here = 0.0, 0
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
@@ -87,9 +121,10 @@ class RunProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         self.train_seconds += now - self.epoch_start
+        self.epochs_here += 1
         elapsed = now - self.start
         done = epoch + 1
-        eta = elapsed / done * (self.epochs - done)
+        eta = elapsed / self.epochs_here * (self.epochs - done)
         rate = self.images_per_epoch / max(now - self.epoch_start, 1e-9)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k in ("loss", VAL_KEY))
         print(
@@ -100,4 +135,4 @@ class RunProgress(keras.callbacks.Callback):
 
     @property
     def images_per_second(self) -> float:
-        return self.images_per_epoch * self.epochs / max(self.train_seconds, 1e-9)
+        return self.images_per_epoch * self.epochs_here / max(self.train_seconds, 1e-9)

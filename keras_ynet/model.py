@@ -243,8 +243,14 @@ class YNet(keras.Model):
             outputs = self(x, training=True)
             terms = self.loss_terms(y, outputs)
             total = self.total_loss(terms)
+            # Under tf.distribute the optimiser sums the replicas' gradients, and each
+            # replica's loss is a mean over its share of the batch: dividing by the
+            # replica count makes the step the gradient of the mean over the global batch
+            # (as keras.losses does for compiled losses). 1 replica: unchanged.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = total / tf.cast(replicas, total.dtype) if replicas > 1 else total
         variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
+        grads = tape.gradient(scaled, variables)
         # Ablations leave some branches without a loss: skip their empty gradients.
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])

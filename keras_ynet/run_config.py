@@ -21,6 +21,9 @@ from deploy.contract import VALID_BITS
 VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
 COUPLINGS = ("alpha", "uncertainty", "fixed")
 HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided")
+# How training is spread over devices (keras_ynet.distribute builds the tf.distribute
+# strategy of each; docs/distributed_training.md).
+DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
 # Named sets of settings (``--preset NAME``), also the candidates of the cross-validated
 # choice of the default (``python -m keras_ynet.experiments cv``). Each names every
 # setting it is about, so a later change of the defaults does not change what a preset
@@ -82,6 +85,8 @@ class RunConfig:
         seed: seeds the weights, the validation fold, shuffling and augmentation.
         augment: flips (where the masks allow), small rotation/scale, brightness/contrast.
         stem_filters, stage_widths, stage_blocks: encoder widths.
+        distribute: ``none`` (one device), ``mirrored`` (every GPU of this host, else
+            every logical CPU device) or ``multiworker`` (several hosts, from TF_CONFIG).
     """
 
     data: str | None = _setting(None, "dataset folder with labels.csv (default: phantoms)")
@@ -113,6 +118,11 @@ class RunConfig:
     stem_filters: int = _setting(16, "filters of the 7x7 stem convolution")
     stage_widths: tuple[int, ...] = _setting((8, 16, 32, 64), "bottleneck widths per stage")
     stage_blocks: tuple[int, ...] = _setting((2, 2, 2, 2), "bottleneck blocks per stage")
+    distribute: str = _setting(
+        "none", "devices to train on: none = one, mirrored = every GPU of this host, "
+        "multiworker = several hosts described by TF_CONFIG (docs/distributed_training.md)",
+        DISTRIBUTE_MODES,
+    )  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -5,8 +5,14 @@ Usage:
     python -m keras_ynet.train --data ../shared/data/rimone_dl --out runs/rimone
 
 Writes RUN_DIR/model.keras, run_config.json (settings + the data trained on),
-history.csv (every loss term and coupling weight per epoch), metrics.json (test-split
-retrieval) and train_info.json (timing, best epoch, bit balance).
+history.csv (every loss term and coupling weight per epoch), training_curves.png (loss
+terms and validation mAP@10 per epoch), tensorboard/ (``tensorboard --logdir RUN_DIR``),
+metrics.json (test-split retrieval) and train_info.json (timing, best epoch, bit
+balance). While it trains, RUN_DIR/backup/ holds the last finished epoch: rerunning the
+same command after an interruption continues from there.
+
+Several devices: ``--distribute mirrored`` (every GPU of this host) or ``--distribute
+multiworker`` with TF_CONFIG on every host (docs/distributed_training.md).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.atomic import atomic_write_text
 from deploy.errors import run_command
+from deploy.locking import writer_lock
 from keras_ynet.run_config import (
     RunConfig,
     add_run_arguments,
@@ -54,11 +62,50 @@ def build_model(config: RunConfig, spec, image_size: int):
     )
 
 
-def train(config: RunConfig, verbose: int = 2) -> dict:
+def resume_epoch(backup: Path) -> int:
+    """Epochs an interrupted run in ``backup`` finished (0: none to resume).
+
+    Reads the record keras.callbacks.BackupAndRestore keeps beside its weights, so the
+    batches can be skipped to where the interrupted run stopped before fit() starts.
+    """
+    path = Path(backup) / "training_metadata.json"
+    if not path.is_file():
+        return 0
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: damaged resume record ({e}); delete {backup}") from None
+
+
+def check_resumable(config: RunConfig, backup: Path) -> None:
+    """Refuses to resume an interrupted run that had other settings (its weights would
+    not fit, or would silently train on); ``distribute`` may differ."""
+    path = Path(backup) / "run_config.json"
+    wanted = {**dataclasses.asdict(config), "distribute": None}
+    if path.is_file() and resume_epoch(backup) > 0:
+        stored = {**dataclasses.asdict(RunConfig.load(path)), "distribute": None}
+        changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        if changed:
+            raise ValueError(
+                f"{backup} holds an interrupted run with other settings ({', '.join(changed)}); "
+                f"rerun it with its settings (see {path}) or delete {backup} to start afresh"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, config.to_json())
+
+
+def train(config: RunConfig, verbose: int = 2, callbacks=()) -> dict:
     """Runs one training run as described by ``config``; returns a summary dict.
 
     The dataset is validated before TensorFlow is imported, so a broken folder fails in
     a second, naming every bad row (:class:`keras_ynet.dataset.DatasetError`).
+
+    An interrupted run resumes: the run folder keeps the last finished epoch's weights
+    and optimiser state (``backup/``, keras.callbacks.BackupAndRestore), and training the
+    same settings into the same folder continues from there, on the batches the
+    interrupted run would have seen next. ``callbacks`` are added after the run's own
+    (which they see the logs of).
     """
     from keras_ynet.dataset import load_dataset
     from keras_ynet.phantoms import default_phantom_dir
@@ -71,11 +118,27 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
             "branch has nothing to learn; add masks or train with --variant no_fpn"
         )
 
+    from keras_ynet.distribute import make_placement
+
+    placement = make_placement(config.distribute)  # before any other TensorFlow work
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # One process at a time trains into a run folder (a second one fails at once,
+    # naming the first): two would overwrite each other's resume state.
+    with writer_lock(placement.backup_dir(out), timeout=0):
+        return _fit_and_write(config, spec, data_dir, placement, verbose, callbacks)
+
+
+def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dict:
+    """The body of :func:`train` once the data is checked and the run folder locked."""
     import keras
+    import tensorflow as tf
 
     from keras_ynet.callbacks import VAL_KEY, BestValidation, RunProgress, ynet_validation_score
     from keras_ynet.dataset_evaluation import evaluate_model
+    from keras_ynet.history import tidy_history
     from keras_ynet.pipeline import load_arrays, make_dataset
+    from keras_ynet.plots import CURVES_FILE, plot_training_curves
     from keras_ynet.saving import save_ynet
     from keras_ynet.training_data import (
         compile_adamw_cosine,
@@ -87,33 +150,60 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     keras.utils.set_random_seed(config.seed)
     size = config.image_size
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    backup = placement.backup_dir(out)
+    check_resumable(config, backup)
+    start_epoch = resume_epoch(backup)
+    writes = placement.is_chief  # other workers of a multi-worker run write only backup-*
 
     data = prepare_training_data(spec, config)
     fit_records, val_records, batch = data.fit_records, data.val_records, data.batch_size
     val_ds = make_dataset(spec, val_records, size, spec.channels, batch, False, False, config.seed)
-    model = build_model(config, spec, size)
     steps = data.steps
     config = dataclasses.replace(config, epochs=resolve_epochs(config, steps))
-    compile_adamw_cosine(model, config, steps, config.epochs)
+    # One endless stream of the epochs' batches (reshuffled each pass, as fit() would):
+    # a resumed run skips the epochs it already trained, so it meets the same batches.
+    fit_ds = data.dataset.repeat().skip(start_epoch * steps)
+    if placement.mode == "multiworker":  # in-memory data has no files to shard by: elements
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        fit_ds, val_ds = fit_ds.with_options(options), val_ds.with_options(options)
+    with placement.strategy.scope():
+        model = build_model(config, spec, size)
+        compile_adamw_cosine(model, config, steps, config.epochs)
 
     checkpoint = BestValidation(
-        ynet_validation_score(data.fit_images, data.fit_labels, data.val_images, data.val_labels)
+        ynet_validation_score(data.fit_images, data.fit_labels, data.val_images, data.val_labels),
+        state_dir=backup,
     )
     progress = RunProgress(config.epochs, steps * batch)
+    fit_callbacks = [checkpoint, progress]
+    if writes:
+        fit_callbacks += [
+            # append: a resumed run continues the file (tidy_history drops repeated epochs)
+            keras.callbacks.CSVLogger(str(out / "history.csv"), append=start_epoch > 0),
+            keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), write_graph=False),
+        ]
+    # Last of the run's own: an epoch is backed up once everything above has logged it.
+    fit_callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
     print(
         f"training {config.variant} ({model.count_params():,} parameters, {config.bits} bits) on "
         f"{spec.name}: {len(fit_records)} train / {len(val_records)} validation images at "
-        f"{size}px, {config.epochs} epochs",
+        f"{size}px, {config.epochs} epochs, {placement.replicas} replica(s) "
+        f"({config.distribute}{'' if writes else ', ' + placement.task})",
         flush=True,
     )
+    if start_epoch:
+        print(f"resuming at epoch {start_epoch + 1} from {backup}", flush=True)
     started = time.perf_counter()
-    history = model.fit(
-        data.dataset,
+    model.fit(
+        fit_ds,
         validation_data=val_ds,
         epochs=config.epochs,
+        steps_per_epoch=steps,
         shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=[checkpoint, progress, keras.callbacks.CSVLogger(str(out / "history.csv"))],
+        callbacks=[*fit_callbacks, *callbacks],
         verbose=verbose,
     )
     train_seconds = time.perf_counter() - started
@@ -122,6 +212,10 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
     train_images, _ = load_arrays(spec.split("train"), size, spec.channels)
     calibrate_bit_thresholds(model, train_images)
     ones = encode_bits(model, train_images).mean(axis=0)
+    report = evaluate_model(model, spec)  # every worker: prediction is collective
+    summary = {"out": str(out), "report": report, "model": model, "info": None}
+    if not writes:
+        return summary
     save_ynet(model, out / "model.keras")
 
     run_record = {
@@ -139,24 +233,32 @@ def train(config: RunConfig, verbose: int = 2) -> dict:
             "n_test": len(spec.split("test")),
         },
     }
-    (out / "run_config.json").write_text(json.dumps(run_record, indent=2))
-    report = evaluate_model(model, spec)
-    (out / "metrics.json").write_text(json.dumps(report.to_dict(), indent=2))
+    atomic_write_text(out / "run_config.json", json.dumps(run_record, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(report.to_dict(), indent=2))
+    epochs_run = tidy_history(out / "history.csv")
+    plot_training_curves(out / "history.csv", out / CURVES_FILE, f"{spec.name}: {out.name}")
     info = {
         "train_seconds": round(train_seconds, 1),
         "images_per_second": round(progress.images_per_second, 2),
-        "epochs_run": len(history.history.get("loss", [])),
+        "epochs_run": epochs_run,
+        "resumed_at_epoch": start_epoch + 1 if start_epoch else None,
+        "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "replicas": placement.replicas,
         "best_epoch": checkpoint.best_epoch + 1,
         f"best_{VAL_KEY}": checkpoint.best,
         "bit_balance_min": float(ones.min()),
         "bit_balance_max": float(ones.max()),
         "parameters": model.count_params(),
     }
-    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    atomic_write_text(out / "train_info.json", json.dumps(info, indent=2))
     print(f"\n# Test-split retrieval on {spec.name} ({config.bits} bits)\n")
     print(report.to_markdown())
-    print(f"wrote {out}/model.keras, run_config.json, history.csv, metrics.json, train_info.json")
-    return {"out": str(out), "report": report, "info": info, "model": model}
+    print(
+        f"wrote {out}/model.keras, run_config.json, history.csv, {CURVES_FILE}, "
+        "metrics.json, train_info.json, tensorboard/"
+    )
+    summary["info"] = info
+    return summary
 
 
 def parse_args(argv=None) -> tuple[RunConfig, bool]:

@@ -13,10 +13,10 @@ from PIL import Image
 from keras_ynet.dataset import Record, load_dataset
 from keras_ynet.experiments import cli, runs
 from keras_ynet.experiments.cv import fold_datasets, select_setting, stratified_folds
-from keras_ynet.experiments.map_vs_k_plot import plot_map_vs_k
 from keras_ynet.experiments.rows import TABLE2_METHODS, TABLE2_YNET_ROWS, TABLE3_ROWS
 from keras_ynet.experiments.summary_tables import summarize_row, to_csv, to_markdown
 from keras_ynet.phantoms import make_phantoms
+from keras_ynet.plots import plot_map_vs_k
 from keras_ynet.run_config import RunConfig
 
 TINY_ARGS = [

@@ -12,5 +12,4 @@ One module per job:
   and the choice;
 * :mod:`.runs`: one stored run per (method, seed, settings), trained at most once;
 * :mod:`.summary_tables`: mean ± std over seeds as markdown, CSV and JSON;
-* :mod:`.map_vs_k_plot`: the mAP-against-k figure.
 """

@@ -29,8 +29,8 @@ from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 def run_table(table: str, args) -> int:
     """Plans, trains (what is not stored), and writes one table."""
     from keras_ynet.dataset import load_dataset
-    from keras_ynet.experiments.map_vs_k_plot import plot_map_vs_k
     from keras_ynet.experiments.summary_tables import summarize_row, write_tables
+    from keras_ynet.plots import plot_map_vs_k
     from keras_ynet.train import dataset_fingerprint
 
     out = Path(args.out).resolve()
