@@ -221,6 +221,11 @@ def test_table3_with_cross_validation_then_resumed(phantoms, tmp_path, capsys, m
     forbid_training(monkeypatch)
     code, printed = run_cli(argv, capsys)
     assert code == 0 and "0 to train" in printed and "training ->" not in printed
+    # The same dataset reached by another path (another checkout, ../ spelling): the
+    # fold tables hold other absolute paths, yet every fold run is found again.
+    argv[argv.index("--data") + 1] = f"{phantoms}/../{phantoms.name}"
+    code, printed = run_cli(argv, capsys)
+    assert code == 0 and "0 to train" in printed and "training ->" not in printed
 
 
 def test_cli_refuses_unknown_methods(capsys):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -97,6 +98,18 @@ def fold_datasets(spec: DatasetSpec, n_folds: int, seed: int, root) -> list[Path
     return paths
 
 
+def fold_identity(source_sha: str, n_folds: int, seed: int, index: int) -> str:
+    """Names fold ``index`` of a K-fold split by what determines it: the source table's
+    sha256, K, the seed and the index (:func:`stratified_folds` is deterministic).
+
+    Not the sha256 of the fold's own labels.csv: its rows hold absolute paths, which
+    depend on how the dataset folder was reached (``../shared/data`` from one checkout
+    or another), and a stored run must be found again from anywhere.
+    """
+    text = f"cv-fold:{source_sha}:k{n_folds}:seed{seed}:fold{index}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def select_setting(scores: dict[str, list[float]], settings: dict[str, dict] | None = None):
     """The candidate with the best mean fold score.
 
@@ -152,15 +165,13 @@ def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
     fixes the epochs, so a fold (two thirds of the train split at K = 3) is not trained
     for fewer updates than the full split.
     """
-    from keras_ynet.train import dataset_fingerprint
-
     names = args.cv_candidates or list(CV_CANDIDATES)
     root = out / "cv" / f"{shas[base.data][:8]}-k{args.cv_folds}-seed{base.seed}"
     folds = fold_datasets(spec, args.cv_folds, base.seed, root)
     runs = {}
     for name in names:  # candidate-major: a stopped search has whole candidates
         for i, fold in enumerate(folds, 1):
-            shas.setdefault(str(fold), dataset_fingerprint(fold))
+            shas[str(fold)] = fold_identity(shas[base.data], args.cv_folds, base.seed, i)
             config = dataclasses.replace(
                 base, data=str(fold), epochs=args.epochs, **CV_CANDIDATES[name]
             )
