@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import codes, dicom, report
+from deploy import dicom, report, search_report
 from deploy.cli_shared import load_index, make_parent, open_encoder
 from deploy.encoder import Encoder
 from deploy.errors import printable
@@ -38,7 +38,7 @@ def cmd_search(args) -> int:
     query = encoder.code_file(args.image, frame=args.frame)  # packed, as the model gives it
     hits = index.lookup(query, k=args.k)
     if args.json:
-        results = [_hit_json(h) for h in hits]
+        results = [search_report.hit_json(h) for h in hits]
         document = {"query": str(args.image), "k": args.k, "results": results}
         if dicom.is_dicom(args.image):
             document["query_dicom"] = dicom.identifiers(args.image, args.frame)
@@ -66,79 +66,19 @@ def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:
 def _write_report(
     args, encoder: Encoder, index: HammingIndex, query: np.ndarray, hits: list[Hit], sheet
 ) -> list[Path]:
-    """The report of one search; hit codes come from the index, images from their paths.
-
-    The codes stay packed up to here; the report draws bits, so they are unpacked once.
-    """
-    grid = report.HashGrid.from_contract(encoder.contract)
-    note = "" if grid else (
-        f"{encoder.contract.path} does not record the bit layout (hash_grid): its hash "
-        "head's bits have no image region, or it was exported before the layout was "
-        "recorded (re-export the model to get the map)"
-    )  # fmt: skip
-    hit_codes = index.packed_codes([h.position for h in hits])
-    hit_bits = codes.unpack_bits(hit_codes, encoder.bits)
-    entries = [
-        report.Entry(
-            id=str(h.id),
-            path=Path(h.metadata["path"]) if h.metadata.get("path") else None,
-            bits=bits,
-            rank=h.rank,
-            distance=h.distance,
-            label=str(h.metadata.get("label", "")),
-            withheld=_not_the_indexed_image(encoder, h, code),
-        )
-        for h, bits, code in zip(hits, hit_bits, hit_codes, strict=True)
-    ]
-    query_bits = codes.unpack_bits(query[None], encoder.bits)[0]
-    query_entry = report.Entry(args.image.name, args.image, query_bits)
     source = f"encoder {encoder.model_path} ({encoder.codes_id}), index {args.index}"
-    content = report.Report(query_entry, entries, grid, grid_note=note, source=source)
+    content = search_report.report_content(
+        encoder, index, query, hits, args.image.name, args.image, source
+    )
     return report.write_report(content, args.report, sheet, overwrite=args.overwrite)
-
-
-def _not_the_indexed_image(encoder: Encoder, hit: Hit, code: np.ndarray) -> str:
-    """Why a hit's file must not go into the report ('' when it may).
-
-    The report is for sharing and inlines the images it shows, and ``path`` is only what
-    index.json says: an edited or foreign index could name any file on this machine. A
-    file is shown only if it encodes to the hit's indexed code, i.e. it is (as far as the
-    codes can tell) the image that was indexed; without knowing a private file's code no
-    index can name it into a report.
-    """
-    path = hit.metadata.get("path")
-    if not path:
-        return ""  # load_tile says there is no file
-    try:
-        actual = encoder.code_file(path)
-    except (ValueError, OSError):
-        return ""  # missing or unreadable: load_tile's own note says so, nothing is read
-    if not np.array_equal(actual, code):
-        return (
-            f"{path} does not encode to the indexed code of {hit.id!r} (changed since it was "
-            "indexed, or not the indexed image); not shown"
-        )
-    return ""
-
-
-def _hit_json(hit: Hit) -> dict:
-    row = {
-        "rank": hit.rank,
-        "id": hit.id,
-        "distance": hit.distance,
-        "label": hit.metadata.get("label", ""),
-        "path": hit.metadata.get("path", ""),
-    }
-    if "dicom" in hit.metadata:
-        row["dicom"] = hit.metadata["dicom"]
-    return row
 
 
 def _table(hits: list[Hit]) -> str:
     header = ("rank", "id", "distance", "label", "path")
     # Ids, labels and paths come from files: printed escaped, never as terminal codes.
     rows = [header] + [
-        tuple(printable(v) for v in list(_hit_json(h).values())[: len(header)]) for h in hits
+        tuple(printable(v) for v in list(search_report.hit_json(h).values())[: len(header)])
+        for h in hits
     ]
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     return "\n".join(

@@ -143,6 +143,16 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def report_html(report: Report) -> str:
+    """The HTML report as text, without writing it (the search service returns it)."""
+    from deploy.report_render import load_tile, panels_of, render_html
+
+    query_tile = load_tile(report.query.path)
+    return render_html(
+        report, [panels_of(report, e, query_tile) for e in [report.query, *report.hits]]
+    )
+
+
 def write_report(report: Report, html_path=None, sheet_path=None, overwrite=True) -> list[Path]:
     """Writes the HTML report and/or the contact sheet atomically; returns the paths.
 
