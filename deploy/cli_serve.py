@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -124,9 +125,26 @@ def cmd_serve(args) -> int:
         timeout_graceful_shutdown=5,
     )
     server = Server(config)
-    with sock:
-        server.run(sockets=[sock])
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again for
+    # the handler that was there before it: Ctrl-C and `kill` are the normal way to stop
+    # a service, so both end here, quietly, with exit status 0.
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        with sock:
+            server.run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not server.started:
         print("error: the service did not start (rerun with --debug)", file=sys.stderr)
         return 1
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived (after uvicorn's graceful shutdown)."""
+
+
+def _stopped(signum, frame):
+    raise _Stopped()
