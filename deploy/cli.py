@@ -171,7 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="encoder.onnx or .tflite, with encoder.json beside it",
     )
-    serve.add_argument("--threads", type=int, default=None, help="runtime threads")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="runtime threads per request (default 1: concurrent requests use the cores)",
+    )
     serve.add_argument(
         "--host", default=LOOPBACK, help=f"address to listen on (default {LOOPBACK})"
     )
