@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--add-clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, help="the service's runtime threads (serve --threads)"
+        "--threads", type=int, default=1, help="runtime threads per search (serve --threads)"
     )
     args = parser.parse_args(argv)
     if (args.encoder is None) != (args.images is None):
