@@ -82,7 +82,7 @@ class SearchService:
         self.store_dir = (
             Path(store_dir)
             if store_dir is not None
-            else self.index_dir.with_name(self.index_dir.name + ".images")
+            else self.index_dir.absolute().with_name(self.index_dir.absolute().name + ".images")
         )
         self.lock_timeout = lock_timeout
         self._reload_guard = threading.Lock()

@@ -176,3 +176,23 @@ def test_off_loopback_every_api_request_needs_the_token(served):
         assert httpx.get(url).status_code == 200  # the page holds no data; it asks for the token
     finally:
         stop(process, signal.SIGTERM)  # as a service manager stops it: exit 0 too
+
+
+def test_the_service_needs_no_tensorflow(served):
+    script = """
+import sys
+from pathlib import Path
+from starlette.testclient import TestClient
+import deploy.cli_serve
+from deploy.search_service import SearchService
+from deploy.serve_app import create_app
+index, encoder, query = sys.argv[1:]
+api = TestClient(create_app(SearchService(index, encoder)))
+files = {"file": ("q.png", Path(query).read_bytes())}
+assert api.post("/api/search", files=files, data={"report": "1"}).status_code == 200
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "keras_ynet")))
+"""
+    argv = [served["index"], served["encoder"], served["queries"][0]]
+    done = subprocess.run([sys.executable, "-c", script, *map(str, argv)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
