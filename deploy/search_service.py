@@ -7,7 +7,9 @@ folder (:func:`deploy.locking.writer_lock`) is taken before the index is read fr
 the index's own ``add``/``replace``/``remove`` change it, ``save`` writes it atomically,
 and only then does the new index replace the one in memory. So concurrent adds from many
 clients, from other service processes or from ``python -m deploy index add`` queue on
-one lock and each one reads what the previous one wrote: nothing is lost. A write made
+one lock and each one reads what the previous one wrote: nothing is lost. Changes that
+arrive while a save runs are applied together, with one read and one save
+(:class:`deploy.write_queue.WriteQueue`), each still refused or accepted on its own. A write made
 by another process is seen on the next request: the sidecar (``index.json``) is a new
 file after every save, and a changed one is loaded again.
 
@@ -32,7 +34,7 @@ from deploy.cli_shared import load_index
 from deploy.encoder import Encoder
 from deploy.index import SIDECAR_FILE, HammingIndex
 from deploy.index_info import index_info
-from deploy.locking import writer_lock
+from deploy.write_queue import WriteQueue
 
 MAX_ID_CHARS = 256
 
@@ -88,6 +90,12 @@ class SearchService:
         self._reload_guard = threading.Lock()
         self._stamp = self._sidecar_stamp()
         self._index = load_index(self.index_dir, self.encoder, self.encoder_path)
+        self._writes = WriteQueue(
+            self.index_dir,
+            lambda: load_index(self.index_dir, self.encoder, self.encoder_path),
+            self._save,
+            lock_timeout,
+        )
 
     # Reading --------------------------------------------------------------------------
 
@@ -190,33 +198,31 @@ class SearchService:
         metadata = {"path": "", "label": label, "filename": name}
         if dicom.is_dicom(image):
             metadata["dicom"] = dicom.identifiers(image, frame)
-        with writer_lock(self.index_dir, self.lock_timeout):
-            index = load_index(self.index_dir, self.encoder, self.encoder_path)
+
+        def apply(index: HammingIndex) -> dict:
             existing = stored_id(index, item_id)
             if existing is not None and not replace:
                 raise Conflict(
                     f"id {item_id!r} is already in {self.index_dir}; nothing was added "
                     "(replace=1 gives it the new image)"
                 )
-            stored = self._store(data, name)
-            for other, path in index.indexed_paths():
+            stored, existed = self._store(data, name)
+            # A new file is referenced by no item (an item whose file was deleted by hand
+            # is not looked for): the scan of every item's path is needed only otherwise.
+            for other, path in index.indexed_paths() if existed else ():
                 if path == str(stored) and other != existing:
                     raise Conflict(
                         f"this image is already indexed as {other!r}: an image is indexed once"
                     )
-            metadata["path"] = str(stored)
+            meta = {**metadata, "path": str(stored)}
             if existing is not None:
-                index.replace(code, existing, metadata)
+                index.replace(code, existing, meta)
             else:
-                index.add(code, item_id, metadata)
-            index.save(self.index_dir)
-            self._swap(index)
-        return {
-            "id": item_id,
-            "replaced": existing is not None,
-            "items": len(index),
-            "path": str(stored),
-        }
+                index.add(code, item_id, meta)
+            replaced = existing is not None
+            return {"id": item_id, "replaced": replaced, "items": len(index), "path": str(stored)}
+
+        return self._writes.submit(apply)
 
     def remove(self, item_id: str) -> dict:
         """Removes one item by id (``index remove --id``); its stored image stays.
@@ -225,32 +231,35 @@ class SearchService:
             UnknownId: the id is not in the index (nothing is removed).
             deploy.locking.LockTimeout: another writer kept the index too long.
         """
-        with writer_lock(self.index_dir, self.lock_timeout):
-            index = load_index(self.index_dir, self.encoder, self.encoder_path)
+
+        def apply(index: HammingIndex) -> dict:
             existing = stored_id(index, item_id)
             if existing is None:
                 raise UnknownId(f"id {item_id!r} is not in {self.index_dir}; nothing was removed")
             index.remove([existing])
-            index.save(self.index_dir)
-            self._swap(index)
-        return {"id": item_id, "removed": 1, "items": len(index), "n_delta": index.n_delta}
+            return {"id": item_id, "removed": 1, "items": len(index), "n_delta": index.n_delta}
 
-    def _swap(self, index: HammingIndex) -> None:
-        """After our own save, under the writer lock: the saved index is the current one."""
+        return self._writes.submit(apply)
+
+    def _save(self, index: HammingIndex) -> None:
+        """Saves a changed index (under the writer lock): it becomes the current one."""
+        index.save(self.index_dir)
         with self._reload_guard:
             self._index, self._stamp = index, self._sidecar_stamp()
 
-    def _store(self, data: bytes, name: str) -> Path:
+    def _store(self, data: bytes, name: str) -> tuple[Path, bool]:
         """Keeps an added image's bytes as ``STORE/<sha256>[.suffix]`` (written atomically,
-        once); the suffix is kept when it is an image suffix (DICOM is known by it too)."""
+        once); the suffix is kept when it is an image suffix (DICOM is known by it too).
+        Returns the path and whether the file was there already."""
         suffix = Path(name).suffix.lower()
         suffix = suffix if suffix in sources.IMAGE_SUFFIXES else ""
         path = self.store_dir / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-        if not path.is_file():
+        existed = path.is_file()
+        if not existed:
             self.store_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
-        return path.absolute()
+        return path.absolute(), existed
 
 
 def check_id(item_id) -> None:
