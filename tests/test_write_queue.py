@@ -57,9 +57,12 @@ def test_changes_that_wait_together_are_saved_together(folder):
 
     with writer_lock(folder):  # another writer holds the index: the changes queue up
         threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-        for t in threads:
+        threads[0].start()
+        wait_for(queue._writing.locked)  # the first change is being written (waits)
+        time.sleep(0.05)
+        for t in threads[1:]:
             t.start()
-        wait_for(lambda: len(queue._pending) == 7)  # one batch took the first; 7 wait
+        wait_for(lambda: len(queue._pending) == 7)  # the other 7 wait together
     for t in threads:
         t.join()
     assert len(saves) == 2 and saves[-1] == 9  # one save for the first, one for the 7
