@@ -280,3 +280,23 @@ def test_serve_refuses_a_missing_index(served, tmp_path, capsys):
     argv = ["serve", "--index", tmp_path / "none", "--encoder", served["encoder"]]
     assert cli.main([str(a) for a in argv]) == 1
     assert capsys.readouterr().err == f"error: no index at {tmp_path / 'none'}: index.json is missing\n"
+
+
+@pytest.mark.parametrize("model", ["encoder.onnx", "encoder.tflite", "encoder_int8.tflite"])
+def test_concurrent_searches_give_the_sequential_answers(art, tmp_path, model, capsys):
+    """Requests run in threads at once; a LiteRT interpreter is not made for that, so its
+    runtime takes turns: every answer equals the one-at-a-time answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder, index = art["dir"] / model, tmp_path / "index"
+    rc, _, err = run_cli(capsys, "index", "build", "--encoder", encoder, "--data", art["data"],
+                         "--out", index)  # fmt: skip
+    assert rc == 0, err
+    service = SearchService(index, encoder)
+    queries = art["paths"] * 4
+    one_by_one = [service.search(q, q.name, 3) for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: service.search(q, q.name, 3), queries))
+    assert together == one_by_one
+    train = [s == "train" for s in art["split"]] * 4
+    assert [r["results"][0]["distance"] == 0 for r in one_by_one] == train  # finds itself
