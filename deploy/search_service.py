@@ -193,6 +193,8 @@ class SearchService:
             deploy.locking.LockTimeout: another writer kept the index too long.
         """
         check_id(item_id)
+        if len(label) > MAX_ID_CHARS or not label.isprintable():
+            raise ServiceError(f"a label is at most {MAX_ID_CHARS} printable characters")
         code = self.encoder.code_file(image, frame=frame)  # before the lock: it is slow
         data = image.read_bytes()
         metadata = {"path": "", "label": label, "filename": name}

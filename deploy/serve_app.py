@@ -147,28 +147,28 @@ def create_app(
         return JSONResponse(await run_in_threadpool(service.info), headers=_NO_STORE)
 
     async def search(request: Request):
-        form = await request.form(max_files=1, max_fields=8)
-        k = _int_field(form, "k", 10)
-        frame = _int_field(form, "frame", None)
-        with_report = _flag(form, "report")
-        upload, name = _upload(form)
-        result = await _with_file(
-            upload, name, lambda path: service.search(path, name, k, frame, with_report)
-        )
+        async with request.form(max_files=1, max_fields=8) as form:  # closes the upload
+            k = _int_field(form, "k", 10)
+            frame = _int_field(form, "frame", None)
+            with_report = _flag(form, "report")
+            upload, name = _upload(form)
+            result = await _with_file(
+                upload, name, lambda path: service.search(path, name, k, frame, with_report)
+            )
         return JSONResponse(result, headers=_NO_STORE)
 
     async def add(request: Request):
-        form = await request.form(max_files=1, max_fields=8)
-        item_id = form.get("id")
-        frame = _int_field(form, "frame", None)
-        replace = _flag(form, "replace")
-        label = form.get("label") or ""
-        if not isinstance(label, str) or not isinstance(item_id, str | None):
-            raise ServiceError("'id' and 'label' are text fields, not files")
-        upload, name = _upload(form)
-        result = await _with_file(
-            upload, name, lambda path: service.add(path, name, item_id, label, frame, replace)
-        )
+        async with request.form(max_files=1, max_fields=8) as form:
+            item_id = form.get("id")
+            frame = _int_field(form, "frame", None)
+            replace = _flag(form, "replace")
+            label = form.get("label") or ""
+            if not isinstance(label, str) or not isinstance(item_id, str | None):
+                raise ServiceError("'id' and 'label' are text fields, not files")
+            upload, name = _upload(form)
+            result = await _with_file(
+                upload, name, lambda path: service.add(path, name, item_id, label, frame, replace)
+            )
         return JSONResponse(result, 200 if result["replaced"] else 201, headers=_NO_STORE)
 
     async def remove(request: Request):

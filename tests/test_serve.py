@@ -167,6 +167,7 @@ MISUSE = {
     "two files": (_search(files=[("file", PNG), ("file", PNG)]), 400, "Too many files. Maximum number of files is 1."),
     "add without id": (_add(files={"file": PNG}), 400, "an id is needed (form field 'id'), got none"),
     "add control id": (_add(files={"file": PNG}, data={"id": "a\x1bb"}), 400, "with control characters"),
+    "add control label": (_add(files={"file": PNG}, data={"id": "x", "label": "a\nb"}), 400, "a label is at most 256 printable characters"),
     "add taken id": (_add(files={"file": PNG}, data={"id": "fundus_0001"}), 409, "id 'fundus_0001' is already in"),
     "remove unknown id": (("delete", "/api/items/nope", {}), 404, "id 'nope' is not in"),
     "unknown route": (("get", "/api/nothing", {}), 404, "Not Found"),
