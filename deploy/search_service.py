@@ -169,7 +169,8 @@ class SearchService:
             content = search_report.report_content(
                 self.encoder, index, query, hits, name, image, source
             )
-            document["report_html"] = report.report_html(content)
+            # The file is a temporary copy: the page names the upload instead of its path.
+            document["report_html"] = report.report_html(content).replace(str(image), name)
         return document
 
     # Writing --------------------------------------------------------------------------

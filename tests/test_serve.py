@@ -82,6 +82,7 @@ def test_search_gives_the_command_lines_hits_and_why(served, capsys):
     ]
     assert all(f"distance {h['distance']}</h2>" in page for h in want)
     assert "2 x 2 grid" in page and page.count("image not shown") == 0
+    assert f"<dt>path</dt><dd>{served['query'].name}</dd>" in page and "ynet-serve-" not in page
 
 
 def test_add_search_remove_go_to_disk_and_to_memory(served):
