@@ -20,7 +20,10 @@ What it does, in order:
    process, as a user starts it); ``--clients`` threads, each with its own HTTP
    connection (httpx), send ``--requests`` searches by upload (multipart, k = ``--k``)
    between them. Reported: requests/s over the wall time, p50 and p99 of the latency
-   one client sees, errors (any status but 200, or a failed connection).
+   one client sees, errors (any status but 200, or a failed connection), and the CPU
+   time per search of the service process and of the clients (this process), beside
+   the in-process one: on a machine shared with other work the CPU times say more than
+   the wall times.
 5. ``--add-clients`` threads add ``--adds`` distinct images (random pixels, one id each)
    at once; afterwards every id must be in the index folder on disk and in the
    service's answer (``/api/health``): "lost" counts those that are not.
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -118,6 +122,15 @@ def run_clients(url: str, clients: int, total: int, request) -> tuple[float, lis
     return wall, [t for ts, _ in results for t in ts], sum(e for _, e in results)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def noise_png(seed: int, size: int) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -161,11 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         service = SearchService(index_dir, encoder_path, threads=args.threads)
         for q in queries[:3]:
             service.search(q, q.name, args.k)  # warm-up
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for i in range(args.in_process):
             q = queries[i % len(queries)]
             service.search(q, q.name, args.k)
         in_process = args.in_process / (time.perf_counter() - start)
+        in_process_cpu = (time.process_time() - cpu_start) / args.in_process
         del service
 
         argv = [sys.executable, "-m", "deploy", "serve", "--index", str(index_dir),
@@ -183,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                 return response.status_code == 200 and len(response.json()["results"]) == args.k
 
             run_clients(url, args.clients, 4 * args.clients, search)  # warm-up, not counted
+            cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
             wall, times, errors = run_clients(url, args.clients, args.requests, search)
+            server_cpu = (cpu_seconds(server.pid) - cpu_before) / args.requests
+            client_cpu = (time.process_time() - own_before) / args.requests
             rate = args.requests / wall
             print(f"\nsearch by upload, {args.clients} clients, {args.requests} requests, "
                   f"k={args.k}:")  # fmt: skip
@@ -191,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  service: {rate:8.1f} requests/s ({rate / in_process:.0%} of in-process), "
                   f"p50 {1000 * percentile(times, 50):.1f} ms, "
                   f"p99 {1000 * percentile(times, 99):.1f} ms, errors {errors}")  # fmt: skip
+            print(f"  CPU per search: in-process {1000 * in_process_cpu:.1f} ms, service "
+                  f"{1000 * server_cpu:.1f} ms, clients {1000 * client_cpu:.1f} ms")  # fmt: skip
 
             pngs = [noise_png(args.seed * 10**6 + i, encoder.image_size) for i in range(args.adds)]
 
