@@ -302,3 +302,16 @@ def test_concurrent_searches_give_the_sequential_answers(art, tmp_path, model, c
     assert together == one_by_one
     train = [s == "train" for s in art["split"]] * 4
     assert [r["results"][0]["distance"] == 0 for r in one_by_one] == train  # finds itself
+
+
+def test_a_write_gives_up_on_a_busy_index_with_503(served):
+    from deploy.index import writer_lock
+
+    service = SearchService(served["index"], served["encoder"], lock_timeout=0.2)
+    api = TestClient(create_app(service))
+    with writer_lock(served["index"]):  # another writer holds the index
+        response = api.post("/api/items", files=upload(served["query"]), data={"id": "late"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "gave up waiting after 0.2 s" in response.json()["error"]
+    assert "late" not in HammingIndex.load(served["index"])
+    assert api.post("/api/items", files=upload(served["query"]), data={"id": "late"}).status_code == 201
