@@ -281,7 +281,10 @@ def test_serve_refuses_to_start(served, capsys, monkeypatch, argv, env, message)
 def test_serve_refuses_a_missing_index(served, tmp_path, capsys):
     argv = ["serve", "--index", tmp_path / "none", "--encoder", served["encoder"]]
     assert cli.main([str(a) for a in argv]) == 1
-    assert capsys.readouterr().err == f"error: no index at {tmp_path / 'none'}: index.json is missing\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: no index at {tmp_path / 'none'}: index.json is missing\n"
+    )
 
 
 @pytest.mark.parametrize("model", ["encoder.onnx", "encoder.tflite", "encoder_int8.tflite"])
@@ -314,4 +317,7 @@ def test_a_write_gives_up_on_a_busy_index_with_503(served):
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert "gave up waiting after 0.2 s" in response.json()["error"]
     assert "late" not in HammingIndex.load(served["index"])
-    assert api.post("/api/items", files=upload(served["query"]), data={"id": "late"}).status_code == 201
+    assert (
+        api.post("/api/items", files=upload(served["query"]), data={"id": "late"}).status_code
+        == 201
+    )
