@@ -72,7 +72,11 @@ def test_the_page_shows_the_hits_of_an_uploaded_and_a_dropped_image(served, caps
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1200, "height": 1600})
             page.goto(ready["url"])
-            page.wait_for_function("document.getElementById('info').textContent.includes('14')")
+            # Functions, not expressions: Playwright evaluates an expression with eval,
+            # which the page's Content-Security-Policy forbids.
+            page.wait_for_function(
+                "() => document.getElementById('info').textContent.includes('14')"
+            )
             # 1. Chosen with the file input (what a click on the drop zone opens).
             page.set_input_files("#file", str(served["queries"][0]))
             assert shown_hits(page, served["queries"][0].name) == rows(wants[0])
