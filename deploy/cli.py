@@ -45,6 +45,9 @@ one waits for the first (``--lock-timeout SECONDS`` to give up) and ``index add`
 index only once it holds the lock, so it adds to what the first one wrote. ``search``
 never overwrites a file without ``--overwrite``, and never the query image or an indexed
 image at all.
+
+(Over 300 lines: it is every command's parser, in one module that imports nothing heavy,
+so that ``--help`` stays fast.)
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ one (``search --index A B ...``) is the command line's for now.
 An image added through the service is kept in a store folder (default ``INDEX.images``
 beside the index), under the sha256 of its bytes, so the report can show it later; the
 same bytes under a second id are refused, as ``index add`` refuses one file under two ids.
+
+(Over 300 lines: the reads, the writes and the store share the index in memory, its
+reload stamp and the write queue; split, each part would reach into the others' state.)
 """
 
 from __future__ import annotations
