@@ -58,7 +58,7 @@ _EXPORT = r"""
 import sys
 from pathlib import Path
 import keras
-from keras_ynet.encode import calibrate_bit_thresholds
+from keras_ynet.ynet_codes import calibrate_bit_thresholds
 from keras_ynet.model import YNet
 from keras_ynet.phantoms import make_phantoms
 from keras_ynet.pipeline import load_arrays

@@ -13,6 +13,7 @@
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 10 --json
     python -m deploy search --index INDEX --encoder ART/encoder.onnx --image q.png -k 5 \\
         --report why.html          # also why.png, a contact sheet (--sheet PATH to choose)
+    python -m deploy serve --index INDEX --encoder ART/encoder.onnx [--port 8000] [--json]
 
 ``--data`` takes a dataset folder with ``labels.csv`` (train split by default, ``--split``);
 ``--images`` a folder searched recursively (ids are relative paths). Images are prepared
@@ -31,7 +32,8 @@ Every command takes ``--json``: its result as one JSON document on stdout (messa
 skipped files go to stderr). The subcommands live in :mod:`deploy.cli_build` (``index
 build``), :mod:`deploy.cli_index` (``index add``), :mod:`deploy.cli_export` (``index
 export-engine``), :mod:`deploy.cli_manage` (``index remove``, ``info``,
-``verify``) and :mod:`deploy.cli_search` (``search``); this module holds the parser and
+``verify``), :mod:`deploy.cli_search` (``search``) and :mod:`deploy.cli_serve` (``serve``,
+a local search service); this module holds the parser and
 ``main``, and imports them only to run one, so ``--help`` is quick.
 
 ``index build`` streams (:mod:`deploy.cli_build`): batches go to a journal beside the
@@ -43,6 +45,9 @@ one waits for the first (``--lock-timeout SECONDS`` to give up) and ``index add`
 index only once it holds the lock, so it adds to what the first one wrote. ``search``
 never overwrites a file without ``--overwrite``, and never the query image or an indexed
 image at all.
+
+(Over 300 lines: it is every command's parser, in one module that imports nothing heavy,
+so that ``--help`` stays fast.)
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ from deploy.sources import SPLIT_CHOICES  # standard library only: --help stays 
 BACKENDS = ("auto", "exact", "annoy")
 CINE_DEFAULT = "representative"
 ENGINE_FORMATS = ("opensearch", "elasticsearch")  # deploy.engine_export.FORMATS
+# The search service's defaults (deploy.cli_serve): loopback only unless a token is set.
+LOOPBACK = "127.0.0.1"
+TOKEN_ENV = "YNET_SERVE_TOKEN"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +206,44 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--overwrite", action="store_true", help="replace an existing report or sheet file"
     )
+    serve = commands.add_parser(
+        "serve",
+        parents=[common, writing],
+        help="a local search service: JSON API and a web page (see deploy.cli_serve)",
+    )
+    serve.add_argument("--index", required=True, type=Path, help="index folder")
+    serve.add_argument(
+        "--encoder",
+        required=True,
+        type=Path,
+        help="encoder.onnx or .tflite, with encoder.json beside it",
+    )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="runtime threads per request (default 1: concurrent requests use the cores)",
+    )
+    serve.add_argument(
+        "--host", default=LOOPBACK, help=f"address to listen on (default {LOOPBACK})"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    serve.add_argument(
+        "--token",
+        help=f"require 'Authorization: Bearer TOKEN' on every API request (default: "
+        f"${TOKEN_ENV}); needed for a --host other than loopback",
+    )
+    serve.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=64,
+        help="largest request body accepted, MiB (default 64)",
+    )
+    serve.add_argument(
+        "--store",
+        type=Path,
+        help="folder for images added through the service (default: INDEX.images)",
+    )
     return parser
 
 
@@ -273,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     # answer without loading numpy, the runtimes or Pillow.
     if args.command == "search":
         from deploy.cli_search import cmd_search as command
+    elif args.command == "serve":
+        from deploy.cli_serve import cmd_serve as command
     elif args.action == "build":
         from deploy.cli_build import cmd_build as command
     elif args.action == "add":

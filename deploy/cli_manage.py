@@ -18,7 +18,7 @@ def cmd_remove(args) -> int:
     # Read-modify-write under the writer lock, as index add: no concurrent update is lost.
     with writer_lock(args.index, args.lock_timeout, waiting(args.index)):
         index = HammingIndex.load(args.index)
-        ids = [_stored_id(index, given) for given in args.id]
+        ids = [stored_id(index, given) for given in args.id]
         unknown = [given for given, stored in zip(args.id, ids, strict=True) if stored is None]
         if unknown:
             raise ValueError(
@@ -48,7 +48,7 @@ def cmd_remove(args) -> int:
     return 0
 
 
-def _stored_id(index: HammingIndex, given: str):
+def stored_id(index: HammingIndex, given: str):
     """The id as the index stores it: ids may be ints (Python API), the command line
     gives text."""
     if given in index:

@@ -147,6 +147,22 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def report_html(report: Report) -> str:
+    """The HTML report as text, without writing it (the search service returns it)."""
+    from deploy.report_render import render_html
+
+    return render_html(report, _panels(report))
+
+
+def _panels(report: Report) -> list:
+    """Each entry's panels (query first), the images as the encoder saw them."""
+    from deploy.report_render import load_tile, panels_of
+
+    query = report.query
+    query_tile = load_tile(query.path, frame=query.frame, us_region=query.us_region)
+    return [panels_of(report, e, query_tile) for e in [report.query, *report.hits]]
+
+
 def write_report(report: Report, html_path=None, sheet_path=None, overwrite=True) -> list[Path]:
     """Writes the HTML report and/or the contact sheet atomically; returns the paths.
 
@@ -154,11 +170,9 @@ def write_report(report: Report, html_path=None, sheet_path=None, overwrite=True
     also one created while the report was being drawn. Files get the umask's modes
     (reports are for sharing).
     """
-    from deploy.report_render import load_tile, panels_of, render_html, render_sheet
+    from deploy.report_render import render_html, render_sheet
 
-    query = report.query
-    query_tile = load_tile(query.path, frame=query.frame, us_region=query.us_region)
-    panels = [panels_of(report, e, query_tile) for e in [report.query, *report.hits]]
+    panels = _panels(report)
     outputs = []
     if html_path is not None:
         outputs.append((Path(html_path), render_html(report, panels).encode("utf-8")))

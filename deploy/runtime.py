@@ -13,6 +13,7 @@ from generated tensor names. Only numpy and the two runtimes are imported.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +145,9 @@ class LiteRtRuntime:
             )
         self.signature = signature
         self.runner = self.interpreter.get_signature_runner(self.signature)
+        # One interpreter holds one set of input/output tensors: calls from several
+        # threads (the search service) would overwrite each other's, so they take turns.
+        self._running = threading.Lock()
         inputs = [self._info(n, d) for n, d in self.runner.get_input_details().items()]
         if len(inputs) != 1:
             raise ValueError(f"{path}: expected one input, the model has {len(inputs)}")
@@ -158,8 +162,9 @@ class LiteRtRuntime:
         return TensorInfo(name, shape, np.dtype(details["dtype"]), float(scale), int(zero_point))
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.runner(**{self.input.name: quantise(images, self.input)})
-        return {name: out[name] for name in self.outputs}
+        with self._running:
+            out = self.runner(**{self.input.name: quantise(images, self.input)})
+            return {name: np.array(out[name]) for name in self.outputs}
 
 
 def quantise(images: np.ndarray, info: TensorInfo) -> np.ndarray:

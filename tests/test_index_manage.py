@@ -269,7 +269,8 @@ def test_every_command_has_json(art, built, capsys):
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices
     actions = commands["index"]._subparsers._group_actions[0].choices
-    for name, sub in [("search", commands["search"]), *actions.items()]:
+    for name, sub in [("search", commands["search"]), ("serve", commands["serve"]),
+                      *actions.items()]:  # fmt: skip
         assert "--json" in sub._option_string_actions, name
     assert sorted(actions) == ["add", "build", "export-engine", "info", "remove", "verify"]
     assert cli.BACKENDS == BACKENDS and cli.SPLIT_CHOICES is sources.SPLIT_CHOICES
