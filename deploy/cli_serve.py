@@ -123,6 +123,10 @@ def cmd_serve(args) -> int:
         access_log=args.debug,
         log_config=None,  # uvicorn's own logging config prints access lines on stdout
         timeout_graceful_shutdown=5,
+        # Longer than the usual client pools keep an idle connection (httpx and browsers:
+        # 5 s or more): with equal timeouts the server may close a connection just as a
+        # client reuses it, and that request fails with "connection reset".
+        timeout_keep_alive=30,
     )
     server = Server(config)
     # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again for
