@@ -244,7 +244,8 @@ def test_a_build_failed_by_a_bad_file_keeps_its_journal_and_retries_only_that_fi
 ):
     rc, _, err = run_cli(capsys, *folder_argv(art, png_folder, tmp_path / "ref"))
     assert rc == 0, err
-    ref_packed, ref_ids, ref_metadata = contents(tmp_path / "ref")
+    reference = contents(tmp_path / "ref")
+    ref_ids = reference[1]
     bad = png_folder / ref_ids[5]
     good = bad.read_bytes()
     bad.write_bytes(good[: len(good) // 2])  # a damaged PNG: cut in half
@@ -283,17 +284,39 @@ def test_a_build_failed_by_a_bad_file_keeps_its_journal_and_retries_only_that_fi
     assert not staging.exists()
     if rerun == "repaired":  # the retried file takes its place in source order
         assert summary["indexed"] == 14 and summary["skipped"] == []
-        assert contents(out) == (ref_packed, ref_ids, ref_metadata)
+        assert contents(out) == reference
         return
     skipped = [] if rerun == "removed" else [
         {"path": str(bad), "error": f"cannot read image {bad}: image file is truncated"}
     ]  # fmt: skip
     assert summary["indexed"] == 13 and summary["skipped"] == skipped
-    loaded = HammingIndex.load(out)
-    expected = [i for i in ref_ids if i != bad.name]
-    assert loaded.ids == expected
-    others = [n for n, i in enumerate(ref_ids) if i != bad.name]
-    np.testing.assert_array_equal(
-        loaded.packed_codes(range(13)), HammingIndex.load(tmp_path / "ref").packed_codes(others)
-    )
+    assert_reference_without(out, tmp_path / "ref", bad.name)
+
+
+def assert_reference_without(index: Path, reference: Path, left_out: str) -> None:
+    """``index`` holds the entries of ``reference`` but ``left_out``, in its order."""
+    loaded, ref = HammingIndex.load(index), HammingIndex.load(reference)
+    others = [n for n, i in enumerate(ref.ids) if i != left_out]
+    assert loaded.ids == [ref.ids[n] for n in others]
+    np.testing.assert_array_equal(loaded.packed_codes(range(len(loaded))), ref.packed_codes(others))
+    ref_metadata = [m for _i, m in ref.entries()]
     assert [m for _i, m in loaded.entries()] == [ref_metadata[n] for n in others]
+
+
+def test_a_file_removed_after_an_interruption_is_not_published(
+    art, png_folder, tmp_path, capsys, monkeypatch
+):
+    rc, _, err = run_cli(capsys, *folder_argv(art, png_folder, tmp_path / "ref"))
+    assert rc == 0, err
+    ref_ids = contents(tmp_path / "ref")[1]
+    out = tmp_path / "index"
+    interrupt_after(monkeypatch, 1)
+    assert run_cli(capsys, *folder_argv(art, png_folder, out))[0] == 130
+    (png_folder / ref_ids[1]).unlink()  # journalled in the first batch, then removed
+    asked = interrupt_after(monkeypatch, 99)
+    rc, stdout, err = run_cli(capsys, *folder_argv(art, png_folder, out))
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert summary["resumed_after"] == 4 and summary["indexed"] == 13
+    assert [i for batch in asked for i in batch] == ref_ids[4:]
+    assert_reference_without(out, tmp_path / "ref", ref_ids[1])
