@@ -9,7 +9,10 @@ Streaming and resumable, so an archive of 100k+ images builds like a small datas
   as they are made; a progress bar with the rate and ETA runs on stderr;
 * an interrupted build (Ctrl-C, a crash) rerun with the same command encodes only what
   the journal lacks, and the index is published in one atomic swap only when every
-  image is done, so a reader sees the old index or the whole new one.
+  image is done, so a reader sees the old index or the whole new one;
+* the published entries are the journal's in source order (an image retried after a
+  failed run is journalled last), less those whose file left the source since an
+  earlier run, so a resumed build equals an uninterrupted one over the source as it is.
 
 Every image is encoded as ``index add`` would (:mod:`deploy.index_input`): a cine loop
 by the frame policy (``--frames``, :mod:`deploy.cine`; with ``all`` one entry per frame,
