@@ -21,7 +21,10 @@ Columns: wall s (the whole command, start-up included), images/s, speed-up over 
 cores were really used; less when other work held one), peak MB (VmHWM of the command's main process: it must not grow with the
 archive, the codes go to disk batch by batch). Then the resume check: a 2-process build
 is interrupted (SIGINT) once half the images are in its journal and rerun; the rerun reports how many images the
-journal already held, and the index is checked equal to the uninterrupted one.
+journal already held, and the index is checked equal to the uninterrupted one. Last the
+bad-file check: one PNG in the middle of the archive is cut in half, a 2-process build
+fails on it (exit 1, no index, its journal kept); the PNG is repaired and the same
+command rerun: it encodes only that file, and the index equals the uninterrupted one.
 
 The load average is printed first: other work on the machine's cores lowers the 2-core
 rows, so compare rows of one run.
@@ -145,7 +148,31 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.images - result['resumed_after']} encoded in {again:.1f} s; the index "
             "equals the uninterrupted one"
         )
+        bad_file_check(encoder, archive, work / "index-bad", reference, args, env)
     return 0
+
+
+def bad_file_check(encoder, archive, out, reference: bytes, args, env: dict) -> None:
+    """A build failed by one damaged PNG, then rerun after the PNG is repaired."""
+    bad = sorted(archive.rglob("*.png"))[args.images // 2]
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) // 2])
+    argv = build_argv(encoder, archive, out, 2, 1, args.batch_size)
+    failed, _, _ = run(argv, env, expect_rc=1)
+    journal = out.with_name(f".{out.name}.staging") / "journal.jsonl"
+    assert not out.exists(), "a failed build published an index"
+    print(
+        f"\none damaged PNG: the 2-process build failed in {failed:.1f} s (exit 1, no index), "
+        f"its journal kept {journaled(journal)} images"
+    )
+    bad.write_bytes(good)
+    again, _, result = run(argv, env)
+    assert (out / "codes.npy").read_bytes() == reference, "the retried index differs"
+    print(
+        f"repaired and rerun: {result['resumed_after']} images were in the journal, "
+        f"{args.images - result['resumed_after']} encoded in {again:.1f} s (start-up "
+        "included); the index equals the uninterrupted one"
+    )
 
 
 def journaled(journal: Path) -> int:
@@ -172,7 +199,7 @@ def build_argv(encoder, archive, out, workers, threads, batch_size) -> list[str]
     ]  # fmt: skip
 
 
-def run(argv: list[str], env: dict) -> tuple[float, float, dict]:
+def run(argv: list[str], env: dict, expect_rc: int = 0) -> tuple[float, float, dict]:
     global last_cpu
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -181,14 +208,16 @@ def run(argv: list[str], env: dict) -> tuple[float, float, dict]:
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     last_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    if done.returncode != 0:
-        raise SystemExit(f"index build failed: {done.stderr.strip()[-2000:]}")
+    if done.returncode != expect_rc:
+        raise SystemExit(
+            f"index build exited {done.returncode}, not {expect_rc}: {done.stderr.strip()[-2000:]}"
+        )
     peak = next(
         int(line.split()[1]) / 1024
         for line in done.stderr.splitlines()
         if line.startswith("VmHWM_kB")
     )
-    return wall, peak, json.loads(done.stdout)
+    return wall, peak, json.loads(done.stdout) if done.stdout else {}
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ a local search service); this module holds the parser and
 
 ``index build`` streams (:mod:`deploy.cli_build`): batches go to a journal beside the
 index as they are encoded (``--workers N`` processes), and an interrupted build resumes
-when the same command is run again (``--restart`` starts over).
+when the same command is run again (``--restart`` starts over); so does a build failed
+by unreadable files, trying only those files again.
 
 Writers of one index (``index build``, ``index add``) run one after the other: a second
 one waits for the first (``--lock-timeout SECONDS`` to give up) and ``index add`` reads the
@@ -131,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--restart",
         action="store_true",
-        help="discard what an interrupted build of --out left (default: resume it)",
+        help="discard what an interrupted or failed build of --out left (default: resume it, "
+        "trying again only the files not yet encoded)",
     )
 
     add = index.add_parser(

@@ -9,15 +9,21 @@ Streaming and resumable, so an archive of 100k+ images builds like a small datas
   as they are made; a progress bar with the rate and ETA runs on stderr;
 * an interrupted build (Ctrl-C, a crash) rerun with the same command encodes only what
   the journal lacks, and the index is published in one atomic swap only when every
-  image is done, so a reader sees the old index or the whole new one.
+  image is done, so a reader sees the old index or the whole new one;
+* the published entries are the journal's in source order (an image retried after a
+  failed run is journalled last), less those whose file left the source since an
+  earlier run, so a resumed build equals an uninterrupted one over the source as it is.
 
 Every image is encoded as ``index add`` would (:mod:`deploy.index_input`): a cine loop
 by the frame policy (``--frames``, :mod:`deploy.cine`; with ``all`` one entry per frame,
 ids ``ID#frame=K``), ``--us-region`` in every worker, and an unreadable file fails the
-build (every bad file listed, no index published, the journal discarded) unless
-``--skip-bad``. The journal records the frame policy and ``--us-region`` with the
-source, so a resumed build encodes the same file and frame for each id (a rerun with
-other ones is refused).
+build (every bad file listed with its reason, exit 1, no index published) unless
+``--skip-bad``. A failed build keeps its journal of the images that did encode, and the
+journal never counts a failure as done, so the same command rerun after repairing or
+removing the bad files encodes only those (and ``--skip-bad`` on the rerun publishes
+the rest). The journal records the frame policy and ``--us-region`` with the source, so
+a resumed build encodes the same file and frame for each id (a rerun with other ones is
+refused).
 
 The whole build holds the index folder's writer lock: a second build (or ``index add``)
 of the same folder waits for it (``--lock-timeout`` to give up), so two builds never
@@ -30,7 +36,6 @@ import json
 import sys
 from collections.abc import Iterator
 
-import numpy as np
 from tqdm import tqdm
 
 from deploy import cine, index_store, sources
@@ -49,7 +54,7 @@ from deploy.index_input import (
 )
 from deploy.locking import real_path
 from deploy.parallel_encode import encode_batches
-from deploy.staging import Journal
+from deploy.staging import Journal, Staged
 
 
 def cmd_build(args) -> int:
@@ -81,8 +86,10 @@ def cmd_build(args) -> int:
         journal = Journal.open(args.out, settings)
         resumed = len(journal.done)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        unreadable: list[tuple[str, str, str]] = []  # (id, path, message) not yet journalled
-        todo = _todo(args, journal.done, unreadable)
+        unreadable: list[tuple[str, str, str]] = []  # (id, path, message) from cine.expand
+        failures: list[tuple[str, str]] = []  # (path, message) of this run, never journalled
+        order: dict[str | int, int] = {}  # each source id's place, filled by _todo
+        todo = _todo(args, journal.done, unreadable, order)
         batches = encode_batches(
             args.encoder, todo, batch_size=args.batch_size, workers=workers,
             threads=args.threads, us_region=args.us_region,
@@ -90,22 +97,26 @@ def cmd_build(args) -> int:
         with tqdm(total=total, initial=resumed, desc="encoding", unit="img",
                   disable=not progress, smoothing=0.05) as bar:  # fmt: skip
             for batch in batches:
-                _journal_unreadable(journal, unreadable, bar)
+                _take_unreadable(unreadable, failures, bar)
                 metadata = [entry_metadata(item, args.us_region) for item in batch.items]
-                journal.append(batch.ids, metadata, batch.packed, batch.failures)
+                journal.append(batch.ids, metadata, batch.packed)
+                failures += [(path, message) for _id, path, message in batch.failures]
                 bar.update(len(batch))
-            _journal_unreadable(journal, unreadable, bar)
-        staged = journal.read()
+            _take_unreadable(unreadable, failures, bar)
+        staged = _in_source_order(journal.read(), order)
         try:
             check_failures(
-                len(staged.ids), staged.failures, total, args,
-                "no index was written and the staging journal was discarded",
+                len(staged.ids), failures, total, args,
+                f"no index was written; the {len(staged.ids)} encoded images are kept in "
+                f"{printable(journal.folder)}: repair or remove the bad files and rerun this "
+                "command to encode only them",
             )  # fmt: skip
         except ValueError:
-            # Without --skip-bad a bad file fails the build as it fails index add; the
-            # failures are in the journal as done, so a kept journal would never retry
-            # a file repaired before the next run.
-            journal.remove()
+            # Without --skip-bad a bad file fails the build as it fails index add. The
+            # journal holds only successes, so it is kept for the rerun, unless it holds
+            # nothing worth keeping.
+            if not staged.ids:
+                journal.remove()
             raise
         index.batch_add(staged.packed, staged.ids, staged.metadata)
         index.build()
@@ -117,13 +128,13 @@ def cmd_build(args) -> int:
             "index": str(args.out), "indexed": len(staged.ids), "items": len(index),
             "bits": encoder.bits, "codes": encoder.codes_id, "search": kind,
             "resumed_after": resumed, "workers": workers, **policy_json(args),
-            "skipped": skipped_json(staged.failures),
+            "skipped": skipped_json(failures),
         }, indent=2))  # fmt: skip
         return 0
-    again = f", {resumed} of them encoded before an interruption" if resumed else ""
+    again = f", {resumed} of them encoded by an earlier run" if resumed else ""
     print(
         f"indexed {len(staged.ids)} images ({encoder.bits} bits, encoder {encoder.codes_id}, "
-        f"{kind}{again}) -> {printable(args.out)}{skipped_note(staged.failures)}"
+        f"{kind}{again}) -> {printable(args.out)}{skipped_note(failures)}"
     )
     return 0
 
@@ -149,21 +160,36 @@ def _expanded(args) -> Iterator[tuple[sources.Item, list[sources.Item], list[tup
         yield item, items, failures
 
 
-def _todo(args, done: set, unreadable: list[tuple[str, str, str]]) -> Iterator[sources.Item]:
+def _todo(
+    args, done: set, unreadable: list[tuple[str, str, str]], order: dict[str | int, int]
+) -> Iterator[sources.Item]:
     """The items a journal lacks, lazily; files :func:`deploy.cine.expand` cannot use
-    go to ``unreadable`` as ``(id, path, message)`` for the journal."""
+    go to ``unreadable`` as ``(id, path, message)`` (tried again on every run). Every
+    item's id, done or not, gets its place in the source in ``order``."""
     for item, items, failures in _expanded(args):
-        if item.id in done:  # a file whose header failed before an interruption
-            continue
         unreadable.extend((item.id, path, message) for path, message in failures)
-        yield from (one for one in items if one.id not in done)
+        for one in items:
+            order.setdefault(one.id, len(order))
+            if one.id not in done:
+                yield one
 
 
-def _journal_unreadable(journal: Journal, unreadable: list, bar: tqdm) -> None:
-    if unreadable:
-        journal.append([], [], np.zeros((0, journal.n_bytes), np.uint8), unreadable)
-        bar.update(len(unreadable))
-        unreadable.clear()
+def _in_source_order(staged: Staged, order: dict[str | int, int]) -> Staged:
+    """The journal's entries by their place in the source, as an uninterrupted build
+    orders them (a file retried after a failed run was journalled last), without the
+    entries of files no longer in the source (removed since an earlier run)."""
+    rows = sorted((order[i], row) for row, i in enumerate(staged.ids) if i in order)
+    keep = [row for _place, row in rows]
+    return Staged(
+        staged.packed[keep], [staged.ids[r] for r in keep], [staged.metadata[r] for r in keep]
+    )
+
+
+def _take_unreadable(unreadable: list, failures: list[tuple[str, str]], bar: tqdm) -> None:
+    """Moves the files :func:`_todo` found unreadable so far into ``failures``."""
+    failures += [(path, message) for _id, path, message in unreadable]
+    bar.update(len(unreadable))
+    unreadable.clear()
 
 
 def _check_items(args) -> int:

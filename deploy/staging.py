@@ -13,9 +13,18 @@ Files in the staging folder:
   ``bits``) and where the images come from (``source``); a rerun with another encoder
   or source is refused, naming the folder;
 * ``codes.bin``: the packed codes (``bits / 8`` bytes each), appended batch by batch;
-* ``journal.jsonl``: one JSON line per image, in the order encoded: ``{"id", "metadata"}``
-  for a code (row i of ``codes.bin`` belongs to the i-th such line) or ``{"id",
-  "failed": path, "error": message}`` for a file that could not be read.
+* ``journal.jsonl``: one JSON line ``{"id", "metadata"}`` per encoded image, in the
+  order encoded; row i of ``codes.bin`` belongs to line i. An id names a file and, for a
+  cine loop encoded by frame, the frame (``ID#frame=K``), so a resume skips exactly the
+  images (file and frame) already encoded.
+
+Only successes are journalled. A file that could not be read is not done: every run
+tries it again, so a file repaired (or removed from the source) after a failed build is
+picked up by rerunning the same command, which encodes only the failed files and what
+an interruption left. Re-reading a bad file costs a failed decode, not an encoding, so
+nothing is gained by remembering failures across runs; each run lists its own. (A
+journal written before this rule may hold ``{"id", "failed", "error"}`` lines: they are
+ignored, so those files are retried too.)
 
 A batch is committed by writing and fsyncing its codes first, then its journal lines.
 On opening, a torn last line (no newline: the crash hit while writing it) is cut off,
@@ -31,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +66,11 @@ def staging_path(index_folder: str | os.PathLike) -> Path:
 
 @dataclass
 class Staged:
-    """What a journal holds: codes in order, their ids and metadata, and the failures."""
+    """What a journal holds: codes in order, with their ids and metadata."""
 
     packed: np.ndarray
     ids: list[str | int]
     metadata: list[dict[str, Any]]
-    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Journal:
@@ -70,7 +78,7 @@ class Journal:
 
     Attributes:
         folder: the staging folder.
-        done: ids already encoded or failed (skip them).
+        done: ids already encoded (skip them); never a failed one (retry it).
         n_codes: codes committed so far.
     """
 
@@ -79,7 +87,6 @@ class Journal:
         self.n_bytes = n_bytes
         self.done: set[str | int] = set()
         self.n_codes = 0
-        self.n_failed = 0
 
     @classmethod
     def open(cls, index_folder: str | os.PathLike, settings: dict[str, Any]) -> Journal:
@@ -123,10 +130,8 @@ class Journal:
         complete = data[: data.rfind(b"\n") + 1]  # a torn last line is dropped
         for number, line in enumerate(complete.splitlines(), 1):
             entry = _parse(line, journal_file, number)
-            self.done.add(entry["id"])
-            if "failed" in entry:
-                self.n_failed += 1
-            else:
+            if "failed" not in entry:  # an older journal's failure: retried
+                self.done.add(entry["id"])
                 self.n_codes += 1
         size = self.n_codes * self.n_bytes
         if _size(codes_file) < size:
@@ -140,14 +145,9 @@ class Journal:
             os.truncate(journal_file, len(complete))
 
     def append(
-        self,
-        ids: list[str | int],
-        metadata: list[dict[str, Any]],
-        packed: np.ndarray,
-        failures: list[tuple[str | int, str, str]],
+        self, ids: list[str | int], metadata: list[dict[str, Any]], packed: np.ndarray
     ) -> None:
-        """Commits one batch: codes (with their ids and metadata), then the failures
-        ``(id, path, message)``."""
+        """Commits one batch: its codes, then their ids and metadata."""
         packed = np.ascontiguousarray(packed, np.uint8)
         if packed.shape != (len(ids), self.n_bytes) or len(metadata) != len(ids):
             raise ValueError(
@@ -156,30 +156,26 @@ class Journal:
             )
         _append_synced(self.folder / CODES_FILE, packed.tobytes())
         lines = [{"id": i, "metadata": m} for i, m in zip(ids, metadata, strict=True)]
-        lines += [{"id": i, "failed": path, "error": message} for i, path, message in failures]
         text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
         _append_synced(self.folder / JOURNAL_FILE, text.encode("utf-8"))
         self.done.update(ids)
-        self.done.update(i for i, _, _ in failures)
         self.n_codes += len(ids)
-        self.n_failed += len(failures)
 
     def read(self) -> Staged:
         """Everything committed, in the order encoded."""
-        ids, metadata, failures = [], [], []
+        ids, metadata = [], []
         journal_file = self.folder / JOURNAL_FILE
         for number, line in enumerate(_read_bytes(journal_file).splitlines(), 1):
             entry = _parse(line, journal_file, number)
-            if "failed" in entry:
-                failures.append((entry["failed"], entry["error"]))
-            else:
+            if "failed" not in entry:
                 ids.append(entry["id"])
                 metadata.append(entry["metadata"])
         packed = np.fromfile(self.folder / CODES_FILE, np.uint8)
-        return Staged(packed.reshape(-1, self.n_bytes)[: len(ids)], ids, metadata, failures)
+        return Staged(packed.reshape(-1, self.n_bytes)[: len(ids)], ids, metadata)
 
     def remove(self) -> None:
-        """Deletes the staging folder (after the index is published)."""
+        """Deletes the staging folder (after the index is published, or when a failed
+        build encoded nothing to keep)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

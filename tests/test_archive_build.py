@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from deploy import cli, parallel_encode, sources
+from deploy.index import HammingIndex
 from deploy.staging import Journal, StagingError, staging_path
 
 BATCH = 4  # 14 train images: batches of 4, 4, 4, 2
@@ -171,15 +173,29 @@ def test_journal_round_trip(tmp_path):
     settings = {"codes": "fp+float", "bits": 32, "source": {"images": "/x"}}
     journal = Journal.open(tmp_path / "idx", settings)
     packed = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.uint8)
-    journal.append(["a", "b"], [{"path": "/x/a"}, {}], packed, [("c", "/x/c", "/x/c: bad")])
+    journal.append(["a", "b"], [{"path": "/x/a"}, {}], packed)
     again = Journal.open(tmp_path / "idx", settings)
-    assert again.done == {"a", "b", "c"} and again.n_codes == 2 and again.n_failed == 1
+    assert again.done == {"a", "b"} and again.n_codes == 2
     staged = again.read()
     assert staged.packed.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
     assert staged.ids == ["a", "b"] and staged.metadata == [{"path": "/x/a"}, {}]
-    assert staged.failures == [("/x/c", "/x/c: bad")]
     with pytest.raises(StagingError, match="other codes"):
         Journal.open(tmp_path / "idx", {**settings, "codes": "other+float"})
+
+
+def test_an_older_journals_failure_lines_are_not_done(tmp_path):
+    # Before failures were retried, a journal recorded them as done; such a line is
+    # ignored now, so the file is tried again.
+    settings = {"codes": "fp", "bits": 32, "source": {}}
+    journal = Journal.open(tmp_path / "idx", settings)
+    journal.append(["a"], [{}], np.array([[1, 2, 3, 4]], np.uint8))
+    with open(staging_path(tmp_path / "idx") / "journal.jsonl", "a") as f:
+        f.write('{"id": "c", "failed": "/x/c", "error": "/x/c: bad"}\n')
+    again = Journal.open(tmp_path / "idx", settings)
+    assert again.done == {"a"} and again.n_codes == 1
+    again.append(["c"], [{}], np.array([[5, 6, 7, 8]], np.uint8))
+    staged = Journal.open(tmp_path / "idx", settings).read()
+    assert staged.ids == ["a", "c"] and staged.packed.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
 
 
 def test_journal_refuses_a_line_that_is_not_json(tmp_path):
@@ -204,3 +220,103 @@ def test_lazy_folder_walk_keeps_the_sorted_path_order(tmp_path):
 def test_encode_batches_refuses_bad_counts(art):
     with pytest.raises(ValueError, match="must be >= 1"):
         next(parallel_encode.encode_batches(art["dir"] / "encoder.onnx", [], workers=0))
+
+
+@pytest.fixture
+def png_folder(art, tmp_path):
+    """The 14 train PNGs in a folder (ids: their file names) and its clean build."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for path, split in zip(art["paths"], art["split"], strict=True):
+        if split == "train":
+            shutil.copy(path, images / Path(path).name)
+    return images
+
+
+def folder_argv(art, images, out, *more):
+    return ["index", "build", "--encoder", art["dir"] / "encoder.onnx", "--images", images,
+            "--out", out, "--batch-size", BATCH, "--no-progress", "--json", *more]  # fmt: skip
+
+
+@pytest.mark.parametrize("rerun", ["repaired", "removed", "skip-bad"])
+def test_a_build_failed_by_a_bad_file_keeps_its_journal_and_retries_only_that_file(
+    art, png_folder, tmp_path, capsys, monkeypatch, rerun
+):
+    rc, _, err = run_cli(capsys, *folder_argv(art, png_folder, tmp_path / "ref"))
+    assert rc == 0, err
+    reference = contents(tmp_path / "ref")
+    ref_ids = reference[1]
+    bad = png_folder / ref_ids[5]
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) // 2])  # a damaged PNG: cut in half
+    out, staging = tmp_path / "index", staging_path(tmp_path / "index")
+    asked = interrupt_after(monkeypatch, 99)
+
+    rc, stdout, err = run_cli(capsys, *folder_argv(art, png_folder, out))
+    assert rc == 1 and stdout == "" and not out.exists()
+    assert (
+        f"cannot read 1 bad file(s):\n  cannot read image {bad}: image file is truncated\n" in err
+    )
+    assert (
+        f"error: 1 of 14 images could not be read (listed above), e.g. cannot read image "
+        f"{bad}: image file is truncated; no index was written; the 13 encoded images are "
+        f"kept in {staging}: repair or remove the bad files and rerun this command to "
+        "encode only them (--skip-bad indexes the others)\n"
+    ) in err
+    # The journal holds the 13 images that encoded, the bad one is not done.
+    journal = [json.loads(line)["id"] for line in (staging / "journal.jsonl").open()]
+    assert journal == ref_ids[:5] + ref_ids[6:]
+    assert (staging / "codes.bin").stat().st_size == 13 * 8
+
+    asked.clear()
+    more = []
+    if rerun == "repaired":
+        bad.write_bytes(good)
+    elif rerun == "removed":
+        bad.unlink()
+    else:
+        more = ["--skip-bad"]
+    rc, stdout, err = run_cli(capsys, *folder_argv(art, png_folder, out, *more))
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert summary["resumed_after"] == 13  # nothing the journal held was encoded again
+    assert asked == ([] if rerun == "removed" else [[bad.name]])
+    assert not staging.exists()
+    if rerun == "repaired":  # the retried file takes its place in source order
+        assert summary["indexed"] == 14 and summary["skipped"] == []
+        assert contents(out) == reference
+        return
+    skipped = [] if rerun == "removed" else [
+        {"path": str(bad), "error": f"cannot read image {bad}: image file is truncated"}
+    ]  # fmt: skip
+    assert summary["indexed"] == 13 and summary["skipped"] == skipped
+    assert_reference_without(out, tmp_path / "ref", bad.name)
+
+
+def assert_reference_without(index: Path, reference: Path, left_out: str) -> None:
+    """``index`` holds the entries of ``reference`` but ``left_out``, in its order."""
+    loaded, ref = HammingIndex.load(index), HammingIndex.load(reference)
+    others = [n for n, i in enumerate(ref.ids) if i != left_out]
+    assert loaded.ids == [ref.ids[n] for n in others]
+    np.testing.assert_array_equal(loaded.packed_codes(range(len(loaded))), ref.packed_codes(others))
+    ref_metadata = [m for _i, m in ref.entries()]
+    assert [m for _i, m in loaded.entries()] == [ref_metadata[n] for n in others]
+
+
+def test_a_file_removed_after_an_interruption_is_not_published(
+    art, png_folder, tmp_path, capsys, monkeypatch
+):
+    rc, _, err = run_cli(capsys, *folder_argv(art, png_folder, tmp_path / "ref"))
+    assert rc == 0, err
+    ref_ids = contents(tmp_path / "ref")[1]
+    out = tmp_path / "index"
+    interrupt_after(monkeypatch, 1)
+    assert run_cli(capsys, *folder_argv(art, png_folder, out))[0] == 130
+    (png_folder / ref_ids[1]).unlink()  # journalled in the first batch, then removed
+    asked = interrupt_after(monkeypatch, 99)
+    rc, stdout, err = run_cli(capsys, *folder_argv(art, png_folder, out))
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert summary["resumed_after"] == 4 and summary["indexed"] == 13
+    assert [i for batch in asked for i in batch] == ref_ids[4:]
+    assert_reference_without(out, tmp_path / "ref", ref_ids[1])

@@ -133,11 +133,14 @@ def test_a_frame_a_loop_lacks_fails_the_build_unless_skip_bad(art, folder, tmp_p
     problem = f"cannot read DICOM {folder / 'loop.dcm'}: frame 3 out of range: the file has 3"
     assert rc == 1 and out == "" and problem in err
     assert "error: 1 of 3 images could not be read (listed above)" in err
-    assert not index.exists() and not staging_path(index).exists()
+    # No index; the journal keeps the two PNGs, so the rerun encodes nothing again.
+    assert not index.exists()
+    journal = staging_path(index) / "journal.jsonl"
+    assert [json.loads(line)["id"] for line in journal.open()] == ["a.png", "b.png"]
     rc, out, err = run_cli(capsys, *argv, "--frame", "3", "--skip-bad")
     assert rc == 0, err
     summary = json.loads(out)
-    assert summary["indexed"] == 2 and summary["frames"] == 3
+    assert summary["indexed"] == 2 and summary["frames"] == 3 and summary["resumed_after"] == 2
     assert [s["path"] for s in summary["skipped"]] == [str(folder / "loop.dcm")]
     assert HammingIndex.load(index).ids == ["a.png", "b.png"]
 
