@@ -39,7 +39,7 @@ import threading
 from pathlib import Path
 
 from deploy import cine, dicom, dicom_header, report, search_report, sources
-from deploy.atomic import atomic_path
+from deploy.atomic import atomic_path, recover_directory
 from deploy.cli_manage import stored_id
 from deploy.cli_shared import load_index
 from deploy.encoder import Encoder
@@ -117,9 +117,16 @@ class SearchService:
         try:
             st = os.stat(self.index_dir / SIDECAR_FILE)
         except FileNotFoundError:
-            raise FileNotFoundError(
-                f"no index at {self.index_dir}: {SIDECAR_FILE} is missing"
-            ) from None
+            # Between the two renames of another writer's folder swap (the command line's
+            # `index add`) the folder is missing: recover_directory waits for that writer
+            # (or undoes a crashed one's swap), then the new folder is there.
+            recover_directory(self.index_dir)
+            try:
+                st = os.stat(self.index_dir / SIDECAR_FILE)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"no index at {self.index_dir}: {SIDECAR_FILE} is missing"
+                ) from None
         return st.st_ino, st.st_mtime_ns, st.st_size
 
     def index(self) -> HammingIndex:

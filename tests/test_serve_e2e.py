@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,12 +39,16 @@ def start(index: Path, encoder: Path, *extra) -> tuple[subprocess.Popen, dict]:
     if not line:
         process.wait(timeout=30)
         pytest.fail(f"the service did not start: {process.stderr.read()}")
+    # Its log is read as it comes (a full pipe would stall the service) and kept for
+    # the failure message.
+    process.log = []
+    threading.Thread(target=lambda: process.log.extend(process.stderr), daemon=True).start()
     return process, json.loads(line)
 
 
 def stop(process: subprocess.Popen, how=signal.SIGINT) -> None:
     process.send_signal(how)
-    assert process.wait(timeout=30) == 0, process.stderr.read()
+    assert process.wait(timeout=30) == 0, "".join(process.log)
 
 
 @pytest.fixture
@@ -129,8 +134,12 @@ def test_concurrent_clients_lose_no_add(served, tmp_path):
     process, ready = start(served["index"], served["encoder"])
     url = ready["url"]
 
+    # A fresh connection for every request: what is tested is the service's writes under
+    # concurrency, not how a client pool and the server agree on reusing idle connections.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+
     def add_five(client_no: int) -> list[int]:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, limits=fresh) as client:
             return [
                 client.post(
                     "/api/items",
@@ -141,7 +150,7 @@ def test_concurrent_clients_lose_no_add(served, tmp_path):
             ]
 
     def search_five(_) -> list[int]:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, limits=fresh) as client:
             files = {"file": ("q.png", served["queries"][0].read_bytes(), "image/png")}
             return [client.post("/api/search", files=files).status_code for _ in range(5)]
 
