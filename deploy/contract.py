@@ -4,6 +4,9 @@ Written by ``python -m export`` beside ``encoder.onnx`` and the ``.tflite`` file
 the device runtime and by hosts in other languages. Only json and the standard library
 are imported here, so the device reads it without TensorFlow.
 
+Longer than 300 lines on purpose: the format's example, its constants and the one
+validator every host's reader relies on stay together, so a field is added in one file.
+
 Format version 1 (see ``export/README.md`` for the meaning of each field)::
 
     {

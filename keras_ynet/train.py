@@ -13,6 +13,10 @@ same command after an interruption continues from there.
 
 Several devices: ``--distribute mirrored`` (every GPU of this host) or ``--distribute
 multiworker`` with TF_CONFIG on every host (docs/distributed_training.md).
+
+Just over 300 lines on purpose: the order of a run (check the data, place it on the
+devices, lock the folder, resume, fit, restore the best epoch, calibrate, evaluate,
+write) is read top to bottom in one place.
 """
 
 from __future__ import annotations
