@@ -74,7 +74,23 @@ def words_view(packed: np.ndarray) -> np.ndarray:
     return codes.packed_to_words(packed)
 
 
-class MappedIndex:
+class _Lookups:
+    """``lookup`` / ``batch_lookup`` (hits with ids and metadata) over a class's
+    ``search(queries, k)`` (positions, distances) and ``item(position)``."""
+
+    def batch_lookup(self, queries, k: int) -> list[list[Hit]]:
+        """The k nearest items to each query code, as :class:`deploy.index.Hit`."""
+        positions, distances = self.search(queries, k)
+        return _hits(positions, distances, self.item)
+
+    def lookup(self, query, k: int) -> list[Hit]:
+        """The k nearest items to one code (bits or packed)."""
+        if np.ndim(query) != 1:
+            raise ValueError(f"lookup takes one code (1-D), got shape {np.shape(query)}")
+        return self.batch_lookup(np.asarray(query)[None], k)[0]
+
+
+class MappedIndex(_Lookups):
     """An index folder opened for exact search with its codes memory-mapped.
 
     Use :meth:`open`. Attributes: ``path`` (the folder read), ``bits``, ``fingerprint``.
@@ -145,19 +161,8 @@ class MappedIndex:
         q_words = codes.packed_to_words(query_packed(queries, self.bits))
         return sharded_topk(q_words, self._words, int(k), threads=self.threads)
 
-    def batch_lookup(self, queries, k: int) -> list[list[Hit]]:
-        """The k nearest items to each query code, as :class:`deploy.index.Hit`."""
-        positions, distances = self.search(queries, k)
-        return _hits(positions, distances, self.item)
 
-    def lookup(self, query, k: int) -> list[Hit]:
-        """The k nearest items to one code (bits or packed)."""
-        if np.ndim(query) != 1:
-            raise ValueError(f"lookup takes one code (1-D), got shape {np.shape(query)}")
-        return self.batch_lookup(np.asarray(query)[None], k)[0]
-
-
-class MultiIndex:
+class MultiIndex(_Lookups):
     """Several index folders searched as one: positions run through the folders in the
     order given (the first folder's items, then the second's, ...).
 
@@ -235,15 +240,6 @@ class MultiIndex:
         if not results:
             raise ValueError("lookup on empty indexes: add codes first")
         return merge_topk(results, int(k))
-
-    def batch_lookup(self, queries, k: int) -> list[list[Hit]]:
-        positions, distances = self.search(queries, k)
-        return _hits(positions, distances, self.item)
-
-    def lookup(self, query, k: int) -> list[Hit]:
-        if np.ndim(query) != 1:
-            raise ValueError(f"lookup takes one code (1-D), got shape {np.shape(query)}")
-        return self.batch_lookup(np.asarray(query)[None], k)[0]
 
 
 def query_packed(queries, bits: int) -> np.ndarray:
