@@ -87,7 +87,9 @@ def test_train_json(phantoms, tmp_path, capsys):
         "metrics": json.loads((run / "metrics.json").read_text()),
     }
     assert document["train_info"]["epochs_run"] == 1
-    assert "training ynet" in err and "# Test-split retrieval" in err and f"wrote {run}/" in err
+    # The run's progress, Keras' epoch line (verbose 2), the metrics table: all on stderr.
+    assert f"training {RunConfig.variant} (" in err and "\n1/1 - " in err and "[1/1] elapsed" in err
+    assert "# Test-split retrieval" in err and f"wrote {run}/" in err
 
 
 @pytest.mark.slow
