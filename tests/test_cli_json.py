@@ -148,3 +148,17 @@ def test_explain_json(art, tmp_path, capsys):
         ],
     }
     assert "encoding 14 train images" in err and f"wrote {out} and" in err
+
+
+@pytest.mark.slow
+def test_evaluate_json(art, tmp_path, capsys):
+    from keras_ynet.evaluate import main
+
+    saved = tmp_path / "metrics.json"
+    argv = ["--model", art["dir"].parent / "model.keras", "--data", art["data"], "--out", saved]
+    code, document, err = run_json(capsys, main, [*argv, "--json"])
+    assert code == 0
+    assert document == json.loads(saved.read_text())
+    assert set(document) == {"ks", "map", "precision", "random_map", "spdd_map", "vcdr_gap_at_10"}
+    assert "2 queries (test) against 14 database images (train)" in err
+    assert "| mAP (a) retrieved |" in err and f"wrote {saved}" in err
