@@ -26,7 +26,6 @@ from deploy.preprocess import prepare_image
 from deploy.sources import SPLIT_CHOICES as SPLITS
 from keras_ynet.cli_json import add_json_flag, run_with_result
 from keras_ynet.dataset import DatasetError, load_dataset, load_image
-from keras_ynet.hash_head import model_hash_grid
 
 
 def predict_masks(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -70,6 +69,7 @@ def explain(
         raise ValueError(f"{spec.root / 'labels.csv'}: no rows in split {split!r}")
     from deploy.codes import hamming_distance_matrix
     from keras_ynet.fingerprint import model_fingerprint
+    from keras_ynet.hash_head import model_hash_grid  # Keras: not for --help
     from keras_ynet.ranking_metrics import hamming_ranking
     from keras_ynet.saving import load_ynet
     from keras_ynet.ynet_codes import encode_bits

@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from test_deploy import brute_force
@@ -32,6 +35,18 @@ def test_every_training_side_command_has_json(module, capsys):
         importlib.import_module(module).main(["--help"])
     assert info.value.code == 0
     assert "--json" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a subprocess per command
+@pytest.mark.parametrize("module", [m.removesuffix(".cli") for m in COMMANDS])
+def test_help_shows_json_without_importing_tensorflow(module):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, "--help"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0 and "--json" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert not imported & {"tensorflow", "keras"}
 
 
 def test_json_is_not_a_run_setting():

@@ -24,7 +24,6 @@ from keras_ynet.experiments.rows import (
 )
 from keras_ynet.experiments.runs import execute, plan_run
 from keras_ynet.run_config import RunConfig, config_from_args
-from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
 
 def run_table(table: str, args) -> tuple[int, dict]:
@@ -39,6 +38,7 @@ def run_table(table: str, args) -> tuple[int, dict]:
     from keras_ynet.experiments.summary_tables import summarize_row, write_tables
     from keras_ynet.plots import plot_map_vs_k
     from keras_ynet.train import dataset_fingerprint
+    from keras_ynet.training_data import resolve_epochs, steps_per_epoch  # Keras: not for --help
 
     out = Path(args.out).resolve()
     spec = load_dataset(args.data)
