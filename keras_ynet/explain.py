@@ -22,11 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from deploy import report
-from deploy.errors import run_command
 from deploy.preprocess import prepare_image
 from deploy.sources import SPLIT_CHOICES as SPLITS
+from keras_ynet.cli_json import add_json_flag, run_with_result
 from keras_ynet.dataset import DatasetError, load_dataset, load_image
-from keras_ynet.hash_head import model_hash_grid
 
 
 def predict_masks(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -46,14 +45,15 @@ def explain(
     batch_size=32,
     log=print,
     overwrite=False,
-) -> list[Path]:
+) -> dict:
     """Searches ``data``'s ``split`` for ``image`` with the model and writes the report.
 
     The report and sheet never replace the query or a dataset image, and replace another
     existing file only with ``overwrite``.
 
     Returns:
-        The files written (the HTML report, then the sheet).
+        ``files``: the files written (the HTML report, then the sheet); ``query``: the
+        query's id; ``hits``: rank, id, image, label and Hamming distance of each hit.
     """
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
@@ -69,6 +69,7 @@ def explain(
         raise ValueError(f"{spec.root / 'labels.csv'}: no rows in split {split!r}")
     from deploy.codes import hamming_distance_matrix
     from keras_ynet.fingerprint import model_fingerprint
+    from keras_ynet.hash_head import model_hash_grid  # Keras: not for --help
     from keras_ynet.ranking_metrics import hamming_ranking
     from keras_ynet.saving import load_ynet
     from keras_ynet.ynet_codes import encode_bits
@@ -108,7 +109,16 @@ def explain(
         source=f"model {model_path} ({model_fingerprint(model)}), {len(records)} {split} "
         f"images of {spec.name}",
     )
-    return report.write_report(content, out, sheet, overwrite=overwrite)
+    written = report.write_report(content, out, sheet, overwrite=overwrite)
+    return {
+        "files": [str(p) for p in written],
+        "query": query_id,
+        "hits": [
+            {"rank": h.rank, "id": h.id, "image": str(h.path), "label": h.label,
+             "distance": h.distance}
+            for h in hits
+        ],
+    }  # fmt: skip
 
 
 def _load(records, size: int, channels: int, log) -> tuple[list, np.ndarray]:
@@ -145,18 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_json_flag(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
 
     def work():
-        written = explain(
+        result = explain(
             args.model, args.image, args.data, args.out, args.sheet, args.split, args.k,
             args.batch_size, log=lambda m: print(m, file=sys.stderr), overwrite=args.overwrite,
         )  # fmt: skip
-        print(f"wrote {' and '.join(map(str, written))}")
+        print(f"wrote {' and '.join(result['files'])}")
+        return 0, result
 
-    return run_command(work, args.debug)
+    return run_with_result(work, args.json, args.debug)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from deploy.errors import run_command
+from keras_ynet.cli_json import add_json_flag, run_with_result
 from keras_ynet.dataset import CHEST_MASK_CLASSES, FUNDUS_MASK_CLASSES, DatasetSpec, load_dataset
 from keras_ynet.retrieval_report import vertical_cdr
 
@@ -291,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_json_flag(parser)
     args = parser.parse_args(argv)
 
     def work():
@@ -303,8 +304,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         counts = {s: len(spec.split(s)) for s in ("train", "test")}
         print(f"{spec.root}: {len(spec.records)} images, {counts}, classes {spec.class_names}")
+        return 0, {
+            "folder": str(spec.root),
+            "kind": args.kind,
+            "images": len(spec.records),
+            "splits": counts,
+            "classes": list(spec.class_names),
+        }
 
-    return run_command(work, args.debug)
+    return run_with_result(work, args.json, args.debug)
 
 
 if __name__ == "__main__":

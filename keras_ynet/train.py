@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from deploy.atomic import atomic_write_text
-from deploy.errors import run_command
 from deploy.locking import writer_lock
+from keras_ynet.cli_json import add_json_flag, run_with_result
 from keras_ynet.run_config import (
     RunConfig,
     add_run_arguments,
@@ -217,7 +217,7 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
     calibrate_bit_thresholds(model, train_images)
     ones = encode_bits(model, train_images).mean(axis=0)
     report = evaluate_model(model, spec)  # every worker: prediction is collective
-    summary = {"out": str(out), "report": report, "model": model, "info": None}
+    summary = {"out": str(out), "report": report, "model": model, "info": None, "files": []}
     if not writes:
         return summary
     save_ynet(model, out / "model.keras")
@@ -257,18 +257,19 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
     atomic_write_text(out / "train_info.json", json.dumps(info, indent=2))
     print(f"\n# Test-split retrieval on {spec.name} ({config.bits} bits)\n")
     print(report.to_markdown())
-    print(
-        f"wrote {out}/model.keras, run_config.json, history.csv, {CURVES_FILE}, "
-        "metrics.json, train_info.json, tensorboard/"
-    )
+    files = ["model.keras", "run_config.json", "history.csv", CURVES_FILE, "metrics.json",
+             "train_info.json", "tensorboard/"]  # fmt: skip
+    print(f"wrote {out}/{', '.join(files)}")
     summary["info"] = info
+    summary["files"] = [str(out / name) for name in files]
     return summary
 
 
-def parse_args(argv=None) -> tuple[RunConfig, bool]:
-    """The run settings and ``--debug``; bad values exit with a usage error (status 2).
+def parse_args(argv=None) -> tuple[RunConfig, argparse.Namespace]:
+    """The run settings and the command's own flags (``--debug``, ``--json``); bad
+    values exit with a usage error (status 2).
 
-    Every flag but ``--debug`` comes from :class:`RunConfig`
+    Every other flag comes from :class:`RunConfig`
     (:func:`keras_ynet.run_config.add_run_arguments`).
     """
     p = argparse.ArgumentParser(
@@ -278,6 +279,7 @@ def parse_args(argv=None) -> tuple[RunConfig, bool]:
     )
     add_run_arguments(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_json_flag(p)
     a = p.parse_args(argv)
     phantoms = a.data is None
     name = "phantoms" if phantoms else Path(a.data).name
@@ -288,7 +290,7 @@ def parse_args(argv=None) -> tuple[RunConfig, bool]:
     )
     for problem in check_run_settings(config):
         p.error(problem)
-    return config, a.debug
+    return config, a
 
 
 PHANTOM_EPOCHS = 15
@@ -296,12 +298,18 @@ PHANTOM_EPOCHS = 15
 
 def main(argv: list[str] | None = None) -> int:
     """Trains; returns 0, or 1 after one ``error: ...`` line (``--debug``: the traceback)."""
-    config, debug = parse_args(argv)
+    config, flags = parse_args(argv)
 
     def work():
-        train(config, verbose=1 if sys.stdout.isatty() else 2)
+        summary = train(config, verbose=1 if sys.stdout.isatty() else 2)
+        return 0, {
+            "out": summary["out"],
+            "files": summary["files"],
+            "train_info": summary["info"],
+            "metrics": summary["report"].to_dict(),
+        }
 
-    return run_command(work, debug)
+    return run_with_result(work, flags.json, flags.debug)
 
 
 if __name__ == "__main__":

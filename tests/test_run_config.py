@@ -34,7 +34,7 @@ def test_every_setting_is_a_flag_of_both_commands(monkeypatch):
 
 
 def test_given_flags_win_and_the_rest_are_defaults():
-    config, debug = train.parse_args(
+    config, flags = train.parse_args(
         ["--data", "d", "--stage-widths", "4", "4", "4", "16", "--coupling-weights", "1", "2",
          "--augment", "--train-steps", "300", "--hash-head", "guided"]
     )  # fmt: skip
@@ -42,7 +42,7 @@ def test_given_flags_win_and_the_rest_are_defaults():
         data="d", out=f"runs/d-{RunConfig.variant}", stage_widths=(4, 4, 4, 16),
         coupling_weights=(1.0, 2.0), augment=True, train_steps=300, hash_head="guided",
     )  # fmt: skip
-    assert config == expected and debug is False
+    assert config == expected and flags.debug is False and flags.json is False
 
 
 @pytest.mark.parametrize(

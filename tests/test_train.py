@@ -122,15 +122,15 @@ def test_train_and_evaluate_on_a_jsrt_subset(shared_data, tmp_path, capsys):
     train(config, verbose=0)
     capsys.readouterr()
     report = tmp_path / "eval.json"
-    assert (
-        evaluate_main(
-            ["--model", str(out / "model.keras"), "--data", str(subset), "--json", str(report)]
-        )
-        == 0
-    )
+    argv = ["--model", str(out / "model.keras"), "--data", str(subset), "--out", str(report)]
+    assert evaluate_main(argv) == 0
     printed = capsys.readouterr().out
     assert "(a) retrieved" in printed and "(c) k" in printed and "SPDD" in printed
     result = json.loads(report.read_text())
+    # --json: the same report as the one document on stdout, the table on stderr.
+    assert evaluate_main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == result and "(a) retrieved" in captured.err
     assert result["spdd_map"] is not None  # JSRT has a diagnosis column
     assert result["vcdr_gap_at_10"] is None  # chest masks have no disc/cup
     assert 0.0 <= result["map"]["k"]["10"] <= 1.0

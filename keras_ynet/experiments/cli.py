@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deploy.errors import run_command
+from keras_ynet.cli_json import add_json_flag, run_with_result
 from keras_ynet.experiments.rows import CV_CANDIDATES, TABLE2_METHODS, TABLE3_ROWS, TITLES
 from keras_ynet.experiments.tables import run_table
 from keras_ynet.run_config import add_run_arguments, check_run_settings, config_from_args
@@ -51,6 +51,7 @@ def parse_args(argv=None):
         help=f"CV candidates (default all: {', '.join(CV_CANDIDATES)})",
     )  # fmt: skip
     p.add_argument("--debug", action="store_true", help="stop at the first failure, traceback")
+    add_json_flag(p)
     p.add_argument(
         "--report-only",
         action="store_true",
@@ -75,4 +76,4 @@ def parse_args(argv=None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_command(lambda: run_table(args.table, args), args.debug)
+    return run_with_result(lambda: run_table(args.table, args), args.json, args.debug)

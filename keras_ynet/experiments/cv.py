@@ -159,7 +159,9 @@ def cv_markdown(rows: list[dict], n_folds: int, preamble: str = "") -> str:
 
 
 def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
-    """K-fold CV of the Y-Net candidates on the train split; returns the winner's settings.
+    """K-fold CV of the Y-Net candidates on the train split; returns what OUT/cv.json
+    records (``chosen``: the winner's name in :data:`CV_CANDIDATES`; ``rows``: every
+    candidate's fold scores, best first).
 
     Each fold run gets the step budget of ``base`` (``--train-steps``) unless ``--epochs``
     fixes the epochs, so a fold (two thirds of the train split at K = 3) is not trained
@@ -204,4 +206,4 @@ def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
     if failed:
         print(f"error: {len(failed)} cross-validation run(s) failed", file=sys.stderr)
     print(f"cross-validation chose {best}: {CV_CANDIDATES[best]} (see {out / 'cv.md'})")
-    return dict(CV_CANDIDATES[best])
+    return record

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from keras_ynet.experiments.cv import cross_validate
 from keras_ynet.experiments.rows import (
+    CV_CANDIDATES,
     PLOTS,
     TABLE2_METHODS,
     TABLE2_YNET_ROWS,
@@ -23,23 +24,33 @@ from keras_ynet.experiments.rows import (
 )
 from keras_ynet.experiments.runs import execute, plan_run
 from keras_ynet.run_config import RunConfig, config_from_args
-from keras_ynet.training_data import resolve_epochs, steps_per_epoch
 
 
-def run_table(table: str, args) -> int:
-    """Plans, trains (what is not stored), and writes one table."""
+def run_table(table: str, args) -> tuple[int, dict]:
+    """Plans, trains (what is not stored), and writes one table.
+
+    Returns:
+        The exit status and the command's result: ``files`` written, the
+        cross-validation's record (``cv``, None without ``--cv-folds``), one summary
+        per table row (mean mAP over the seeds) and the rows whose runs ``failed``.
+    """
     from keras_ynet.dataset import load_dataset
     from keras_ynet.experiments.summary_tables import summarize_row, write_tables
     from keras_ynet.plots import plot_map_vs_k
     from keras_ynet.train import dataset_fingerprint
+    from keras_ynet.training_data import resolve_epochs, steps_per_epoch  # Keras: not for --help
 
     out = Path(args.out).resolve()
     spec = load_dataset(args.data)
     base = base_config(args)
     shas = {base.data: dataset_fingerprint(base.data)}
-    chosen = cross_validate(spec, base, args, out, shas) if args.cv_folds else {}
+    cv = cross_validate(spec, base, args, out, shas) if args.cv_folds else None
+    chosen = dict(CV_CANDIDATES[cv["chosen"]]) if cv else {}
+    result = {"table": table, "out": str(out), "files": [], "cv": cv, "rows": [], "failed": []}
+    if cv:
+        result["files"] += [str(out / "cv.md"), str(out / "cv.json")]
     if table == "cv":
-        return 0
+        return 0, result
     # Fix the epochs up front so every method of the table shares them.
     base = dataclasses.replace(base, epochs=resolve_epochs(base, steps_per_epoch(spec, base)))
     names = args.methods or (list(TABLE2_METHODS) if table == "table2" else list(TABLE3_ROWS))
@@ -57,9 +68,10 @@ def run_table(table: str, args) -> int:
         done = [results[r.key] for r in runs if r.row == name and results[r.key] is not None]
         if done:
             rows.append(summarize_row(name, done))
+    result["failed"] = sorted({r.row for r in failed})
     if not rows:
         print("error: no run finished", file=sys.stderr)
-        return 1
+        return 1, result
     random_map = next(results[r.key] for r in runs if results[r.key])["report"]["random_map"]
     meta = {
         "table": table,
@@ -85,10 +97,20 @@ def run_table(table: str, args) -> int:
     paths.append(plot_map_vs_k(rows, random_map, out / PLOTS[table], title))
     print("\n" + (out / f"{table}.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths))
+    result["files"] += [str(p) for p in paths]
+    result["rows"] = [row_summary(row) for row in rows]
     if failed:
         print(f"error: {len(failed)} run(s) failed: {[r.row for r in failed]}", file=sys.stderr)
-        return 1
-    return 0
+        return 1, result
+    return 0, result
+
+
+def row_summary(row: dict) -> dict:
+    """A table row as ``--json`` prints it: its mean mAP per convention and k (the
+    table's JSON file has the standard deviations and the other measures too)."""
+    means = {c: {k: v and v["mean"] for k, v in by_k.items()} for c, by_k in row["map"].items()}
+    keep = ("name", "method", "kind", "dim", "seeds", "runs")
+    return {**{key: row[key] for key in keep}, "map": means}
 
 
 def base_config(args) -> RunConfig:
