@@ -1,12 +1,16 @@
 """The main branch: a narrow ResNet with bottleneck blocks (expansion 4).
 
-Stage outputs C2..C5 sit at strides 4/8/16/32; with the default widths 8/16/32/64 they
-have 32/64/128/256 channels. C5 is Y-Net's "core node".
+Stage outputs C2..C5 sit at strides 4/8/16/32 (``stem_stride`` 4, ResNet's stem: a 7x7
+stride-2 convolution and a 3x3 stride-2 max-pool) or 2/4/8/16 (``stem_stride`` 2: the
+max-pool dropped, so every stage sees twice the resolution, at about four times the
+cost). Their channels are 4x the stage widths. C5 is Y-Net's "core node".
 """
 
 from __future__ import annotations
 
 from keras import layers
+
+from keras_ynet.run_config import STEM_STRIDES
 
 EXPANSION = 4
 
@@ -34,16 +38,23 @@ def bottleneck_block(x, width: int, strides: int, name: str):
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet_backbone(x, stem_filters: int, stage_widths, stage_blocks):
+def resnet_backbone(x, stem_filters: int, stage_widths, stage_blocks, stem_stride: int = 4):
     """Builds the encoder on tensor ``x`` (already rescaled).
+
+    ``stem_stride`` 2 keeps twice the resolution into the first stage: lesions a few
+    pixels across at 128 px (chest nodules) are otherwise pooled away before the first
+    3x3 convolution.
 
     Returns:
         list of the stage outputs [C2, C3, C4, C5].
     """
     if len(stage_widths) != len(stage_blocks):
         raise ValueError("stage_widths and stage_blocks must have the same length")
+    if stem_stride not in STEM_STRIDES:
+        raise ValueError(f"stem_stride must be one of {STEM_STRIDES}, got {stem_stride!r}")
     x = _conv_bn(x, stem_filters, 7, 2, "stem")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    if stem_stride == 4:
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     features = []
     for stage, (width, blocks) in enumerate(zip(stage_widths, stage_blocks, strict=True)):
         for block in range(blocks):

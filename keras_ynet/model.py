@@ -49,6 +49,7 @@ class YNet(keras.Model):
         stem_filters: filters of the 7x7 stem convolution.
         stage_widths: bottleneck widths per stage (outputs have 4x these channels).
         stage_blocks: bottleneck blocks per stage.
+        stem_stride: 4 (ResNet's stem) or 2 (no max-pool; see :mod:`keras_ynet.backbone`).
         fpn_channels: channels of the FPN lateral and top-down path.
         rmac_channels: channels of the 3x3 convolution before R-MAC pooling.
         rmac_levels: R-MAC scales L.
@@ -75,6 +76,7 @@ class YNet(keras.Model):
         stem_filters=16,
         stage_widths=(8, 16, 32, 64),
         stage_blocks=(2, 2, 2, 2),
+        stem_stride=4,
         fpn_channels=32,
         rmac_channels=512,
         rmac_levels=3,
@@ -99,7 +101,9 @@ class YNet(keras.Model):
         # === Functional graph ===
         image = keras.Input(shape=input_shape, name="image")
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_LAYER)(image)
-        c2, c3, c4, c5 = resnet_backbone(x, stem_filters, stage_widths, stage_blocks)
+        c2, c3, c4, c5 = resnet_backbone(
+            x, stem_filters, stage_widths, stage_blocks, stem_stride
+        )
 
         # R-MAC branch: 3x3 conv + ReLU on the core node, then R-MAC pooling.
         r = layers.Conv2D(rmac_channels, 3, padding="same", activation="relu", name="rmac_conv")(c5)
@@ -142,6 +146,7 @@ class YNet(keras.Model):
         self.stem_filters = stem_filters
         self.stage_widths = tuple(stage_widths)
         self.stage_blocks = tuple(stage_blocks)
+        self.stem_stride = int(stem_stride)
         self.fpn_channels = fpn_channels
         self.rmac_channels = rmac_channels
         self.rmac_levels = rmac_levels
@@ -181,6 +186,7 @@ class YNet(keras.Model):
             "stem_filters": self.stem_filters,
             "stage_widths": self.stage_widths,
             "stage_blocks": self.stage_blocks,
+            "stem_stride": self.stem_stride,
             "fpn_channels": self.fpn_channels,
             "rmac_channels": self.rmac_channels,
             "rmac_levels": self.rmac_levels,

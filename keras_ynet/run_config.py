@@ -24,6 +24,9 @@ HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided")
 # How training is spread over devices (keras_ynet.distribute builds the tf.distribute
 # strategy of each; docs/distributed_training.md).
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
+# Downsampling of the encoder's stem (keras_ynet.backbone): 4 = ResNet's 7x7/2 convolution
+# and 3x3/2 max-pool, 2 = the max-pool dropped (twice the resolution into every stage).
+STEM_STRIDES = (4, 2)
 # Named sets of settings (``--preset NAME``), also the candidates of the cross-validated
 # choice of the default (``python -m keras_ynet.experiments cv``). Each names every
 # setting it is about, so a later change of the defaults does not change what a preset
@@ -48,6 +51,14 @@ PRESETS = {
         "hash_head": "embedding",
         "augment": False,
         **_WIDE,
+    },
+    # The wide encoder without the stem's max-pool: twice the resolution into every stage.
+    "ce_embedding_wide_s2": {
+        "variant": "no_circle",
+        "hash_head": "embedding",
+        "augment": False,
+        **_WIDE,
+        "stem_stride": 2,
     },
 }
 # Keys of run_config.json that record the run rather than set it (written by training).
@@ -85,6 +96,7 @@ class RunConfig:
         seed: seeds the weights, the validation fold, shuffling and augmentation.
         augment: flips (where the masks allow), small rotation/scale, brightness/contrast.
         stem_filters, stage_widths, stage_blocks: encoder widths.
+        stem_stride: 4 (ResNet's stem) or 2 (no max-pool: twice the resolution).
         distribute: ``none`` (one device), ``mirrored`` (every GPU of this host, else
             every logical CPU device) or ``multiworker`` (several hosts, from TF_CONFIG).
     """
@@ -120,6 +132,10 @@ class RunConfig:
     stem_filters: int = _setting(32, "filters of the 7x7 stem convolution")
     stage_widths: tuple[int, ...] = _setting((16, 32, 64, 128), "bottleneck widths per stage")
     stage_blocks: tuple[int, ...] = _setting((2, 2, 2, 2), "bottleneck blocks per stage")
+    stem_stride: int = _setting(
+        4, "downsampling before the first stage: 4 = 7x7/2 convolution + max-pool (ResNet), "
+        "2 = no max-pool (twice the resolution, about 4x the compute)", STEM_STRIDES,
+    )  # fmt: skip
     distribute: str = _setting(
         "none", "devices to train on: none = one, mirrored = every GPU of this host, "
         "multiworker = several hosts described by TF_CONFIG (docs/distributed_training.md)",

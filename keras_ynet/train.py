@@ -60,6 +60,7 @@ def build_model(config: RunConfig, spec, image_size: int):
         stem_filters=config.stem_filters,
         stage_widths=config.stage_widths,
         stage_blocks=config.stage_blocks,
+        stem_stride=config.stem_stride,
         class_names=spec.class_names,
         mask_class_names=spec.mask_class_names,
         seed=config.seed,

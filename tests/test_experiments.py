@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -85,6 +86,18 @@ def test_settings_key_ignores_paths_and_changes_with_settings():
     assert key != runs.settings_key("ynet", dataclasses.replace(a, epochs=4), "sha")
     assert key != runs.settings_key("dpsh", a, "sha")
     assert key != runs.settings_key("ynet", a, "other data")
+    assert key != runs.settings_key("ynet", dataclasses.replace(a, stem_stride=2), "sha")
+
+
+def test_settings_added_later_keep_the_keys_of_stored_runs():
+    """A setting at the value it had before it existed is left out of the key."""
+    a = RunConfig(data="/a", out="/x", epochs=3)
+    settings = dataclasses.asdict(a)
+    for name in ("out", "data", "distribute", "stem_stride"):
+        del settings[name]
+    payload = {"version": runs.VERSION, "method": "ynet", "settings": settings, "data": "sha"}
+    before = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    assert runs.settings_key("ynet", a, "sha") == before
 
 
 # ----------------------------------------------------------------------------- tables

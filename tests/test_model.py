@@ -33,6 +33,20 @@ def test_outputs_named_and_shaped(variant, bits):
     assert np.all(np.abs(h) <= 1.0)
 
 
+def test_stem_stride_2_doubles_the_resolution_of_every_stage(tmp_path):
+    coarse = YNet(**TINY, hash_head="embedding")
+    fine = YNet(**TINY, hash_head="embedding", stem_stride=2)
+    assert fine.count_params() == coarse.count_params()  # the max-pool has no weights
+    assert "stem_pool" not in [layer.name for layer in fine.layers]
+    for stage in ("c2_block1_out", "c5_block1_out"):  # TINY has one block per stage
+        assert fine.get_layer(stage).output.shape[1] == 2 * coarse.get_layer(stage).output.shape[1]
+    assert tuple(fine(images(1))["mask"].shape) == (1, 64, 64, 3)
+    save_ynet(fine, tmp_path / "m.keras")
+    assert load_ynet(tmp_path / "m.keras").get_config()["stem_stride"] == 2
+    with pytest.raises(ValueError, match="stem_stride"):
+        YNet(**TINY, stem_stride=3)
+
+
 @pytest.mark.parametrize("head", ["mean", "conv", "trained", "embedding"])
 def test_hash_heads_build(head):
     model = YNet(**TINY, hash_head=head)

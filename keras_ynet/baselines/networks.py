@@ -23,7 +23,9 @@ HASH_DENSE = "hash_dense"
 def _encoder(input_shape, config):
     image = keras.Input(shape=tuple(input_shape), name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_LAYER)(image)
-    c5 = resnet_backbone(x, config.stem_filters, config.stage_widths, config.stage_blocks)[-1]
+    c5 = resnet_backbone(
+        x, config.stem_filters, config.stage_widths, config.stage_blocks, config.stem_stride
+    )[-1]
     return image, c5
 
 
