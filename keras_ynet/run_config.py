@@ -31,8 +31,8 @@ STEM_STRIDES = (4, 2)
 # choice of the default (``python -m keras_ynet.experiments cv``). Each names every
 # setting it is about, so a later change of the defaults does not change what a preset
 # (or a stored run of it) means. ``paper`` is the paper's Y-Net as built here.
-_NARROW = {"stem_filters": 16, "stage_widths": (8, 16, 32, 64)}
-_WIDE = {"stem_filters": 32, "stage_widths": (16, 32, 64, 128)}
+_NARROW = {"stem_filters": 16, "stage_widths": (8, 16, 32, 64), "stem_stride": 4}
+_WIDE = {"stem_filters": 32, "stage_widths": (16, 32, 64, 128), "stem_stride": 4}
 PRESETS = {
     "paper": {"variant": "ynet", "hash_head": "trained", "augment": False, **_NARROW},
     "ce_grid": {"variant": "no_circle", "hash_head": "trained", "augment": False, **_NARROW},

@@ -12,7 +12,7 @@ DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 FOLDS=${FOLDS:-3}
 STEPS=${STEPS:-600}
-CANDIDATES=${CANDIDATES:-ce_grid ce_guided ce_guided_augment paper ce_embedding ce_embedding_wide circle_guided ce_guided_wide}
+CANDIDATES=${CANDIDATES:-ce_grid ce_guided ce_guided_augment paper ce_embedding ce_embedding_wide ce_embedding_wide_s2 circle_guided ce_guided_wide}
 done_so_far=()
 for candidate in $CANDIDATES; do
   done_so_far+=("$candidate")

@@ -13,11 +13,12 @@ STEPS=${STEPS:-600}
 SEEDS=${SEEDS:-3}
 METHODS=${METHODS:-ynet ynet_paper classifier classifier_float}
 DATASETS=${DATASETS:-rimone_dl jsrt}
+EXTRA=${EXTRA:-}  # more run flags for every row, e.g. EXTRA="--stem-stride 2"
 # One more seed on both datasets at a time, so a stopped run leaves equal seed counts.
 for seeds in $(seq 1 "$SEEDS"); do
   for dataset in $DATASETS; do
     "$PY" -m keras_ynet.experiments table2 --data "$DATA/$dataset" --out "$OUT/$dataset" \
-      --train-steps "$STEPS" --seeds "$seeds" --methods $METHODS \
+      --train-steps "$STEPS" --seeds "$seeds" --methods $METHODS $EXTRA \
       || echo "table2 on $dataset failed"
   done
 done
