@@ -43,11 +43,22 @@ def segmentation_loss(masks, logits, ignore_value: int = MISSING_MASK):
     return ops.sum(per_pixel * weight) / ops.maximum(ops.sum(weight), 1.0)
 
 
-def classification_loss(labels, logits):
-    """Softmax cross-entropy for the ``no_circle`` ablation."""
+def classification_loss(labels, logits, label_smoothing: float = 0.0):
+    """Softmax cross-entropy (the ``no_circle`` guidance).
+
+    ``label_smoothing`` s > 0 trains toward (1 - s) on the true class and s / C spread
+    over all C classes, so the logits stay finite once a small training set is fitted
+    and the images of one class are not pulled onto one point.
+    """
+    labels = ops.cast(labels, "int32")
+    if not label_smoothing:
+        return ops.mean(
+            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        )
+    one_hot = ops.one_hot(labels, ops.shape(logits)[-1], dtype=logits.dtype)
     return ops.mean(
-        keras.losses.sparse_categorical_crossentropy(
-            ops.cast(labels, "int32"), logits, from_logits=True
+        keras.losses.categorical_crossentropy(
+            one_hot, logits, from_logits=True, label_smoothing=label_smoothing
         )
     )
 

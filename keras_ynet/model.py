@@ -54,6 +54,7 @@ class YNet(keras.Model):
         rmac_channels: channels of the 3x3 convolution before R-MAC pooling.
         rmac_levels: R-MAC scales L.
         hash_loss_weight: weight of the hash terms of the ``trained`` and ``embedding`` heads.
+        label_smoothing: label smoothing of the ``no_circle`` cross-entropy (0: none).
         class_names: names of the image classes, index order (saved with the model).
         mask_class_names: names of the mask classes, value order.
         seed: seed of the initialisers that are never trained (``conv`` hash head).
@@ -81,6 +82,7 @@ class YNet(keras.Model):
         rmac_channels=512,
         rmac_levels=3,
         hash_loss_weight=1.0,
+        label_smoothing=0.0,
         class_names=None,
         mask_class_names=None,
         seed=0,
@@ -151,6 +153,7 @@ class YNet(keras.Model):
         self.rmac_channels = rmac_channels
         self.rmac_levels = rmac_levels
         self.hash_loss_weight = hash_loss_weight
+        self.label_smoothing = float(label_smoothing)
         self.class_names = list(class_names) if class_names is not None else None
         self.mask_class_names = list(mask_class_names) if mask_class_names is not None else None
         self.seed = seed
@@ -191,6 +194,7 @@ class YNet(keras.Model):
             "rmac_channels": self.rmac_channels,
             "rmac_levels": self.rmac_levels,
             "hash_loss_weight": self.hash_loss_weight,
+            "label_smoothing": self.label_smoothing,
             "class_names": self.class_names,
             "mask_class_names": self.mask_class_names,
             "seed": self.seed,
@@ -211,7 +215,9 @@ class YNet(keras.Model):
         if self.variant in ("ynet", "no_fpn"):
             terms["cls"] = losses.circle_loss(labels, l2_normalize(guide))
         elif self.variant == "no_circle":
-            terms["cls"] = losses.classification_loss(labels, self.classifier(guide))
+            terms["cls"] = losses.classification_loss(
+                labels, self.classifier(guide), self.label_smoothing
+            )
         if self.variant != "no_fpn":
             terms["seg"] = losses.segmentation_loss(masks, outputs["mask"])
         if self.hash_head in TRAINED_HEADS:

@@ -60,6 +60,16 @@ PRESETS = {
         **_WIDE,
         "stem_stride": 2,
     },
+    # The wide encoder regularised against fitting a few hundred images: decoupled weight
+    # decay 0.05 (ConvNeXt's) instead of 1e-4, and label smoothing 0.1.
+    "ce_embedding_wide_reg": {
+        "variant": "no_circle",
+        "hash_head": "embedding",
+        "augment": False,
+        **_WIDE,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+    },
 }
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)
@@ -92,6 +102,7 @@ class RunConfig:
         hash_head: one of :data:`HASH_HEADS` (see :mod:`keras_ynet.hash_head`).
         learning_rate: AdamW peak learning rate (cosine decay to 1% of it).
         weight_decay: AdamW weight decay.
+        label_smoothing: label smoothing of the ``no_circle`` cross-entropy.
         val_fraction: share of the train split held out (stratified) for checkpointing.
         seed: seeds the weights, the validation fold, shuffling and augmentation.
         augment: flips (where the masks allow), small rotation/scale, brightness/contrast.
@@ -122,6 +133,9 @@ class RunConfig:
     hash_head: str = _setting("embedding", "how bits are read (keras_ynet.hash_head)", HASH_HEADS)
     learning_rate: float = _setting(2e-3, "AdamW peak learning rate (cosine decay)")
     weight_decay: float = _setting(1e-4, "AdamW weight decay")
+    label_smoothing: float = _setting(
+        0.0, "label smoothing of the cross-entropy guidance (variant no_circle)"
+    )
     val_fraction: float = _setting(0.1, "share of the train split held out for checkpoints")
     seed: int = _setting(0, "seeds weights, validation fold, shuffling, augmentation")
     augment: bool = _setting(

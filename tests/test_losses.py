@@ -76,3 +76,13 @@ def test_segmentation_loss_leaves_out_pixels_without_a_mask():
     assert float(losses.segmentation_loss(masks, logits)) == pytest.approx(-np.log(0.75), rel=1e-5)
     none_known = np.full((1, 1, 2), MISSING_MASK, np.int32)
     assert float(losses.segmentation_loss(none_known, logits)) == 0.0
+
+
+def test_classification_loss_with_label_smoothing_by_hand():
+    # p = softmax([ln 3, 0]) = (0.75, 0.25); smoothing 0.2 over 2 classes: target (0.9, 0.1).
+    logits = np.array([[np.log(3.0), 0.0]], np.float32)
+    labels = np.array([0])
+    plain = float(losses.classification_loss(labels, logits))
+    smoothed = float(losses.classification_loss(labels, logits, label_smoothing=0.2))
+    assert plain == pytest.approx(-np.log(0.75), abs=1e-6)
+    assert smoothed == pytest.approx(-(0.9 * np.log(0.75) + 0.1 * np.log(0.25)), abs=1e-6)
