@@ -103,9 +103,7 @@ class YNet(keras.Model):
         # === Functional graph ===
         image = keras.Input(shape=input_shape, name="image")
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_LAYER)(image)
-        c2, c3, c4, c5 = resnet_backbone(
-            x, stem_filters, stage_widths, stage_blocks, stem_stride
-        )
+        c2, c3, c4, c5 = resnet_backbone(x, stem_filters, stage_widths, stage_blocks, stem_stride)
 
         # R-MAC branch: 3x3 conv + ReLU on the core node, then R-MAC pooling.
         r = layers.Conv2D(rmac_channels, 3, padding="same", activation="relu", name="rmac_conv")(c5)
