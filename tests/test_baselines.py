@@ -211,3 +211,37 @@ def test_classifier_row_codes_are_the_signs_of_its_float_row(tmp_path):
     assert hamming_ranking(q_bits, d_bits).shape == (len(q), len(d))
     with pytest.raises(RuntimeError, match="needs the finished classifier run"):
         classifier_codes.evaluate_classifier_float(spec, config, tmp_path / "nothing")
+
+
+def test_plain_cnn_is_the_106k_reference_network():
+    from keras_ynet.baselines.plain_cnn import build_plain_cnn
+
+    train_net, code_net = build_plain_cnn((128, 128, 1), num_classes=3, bits=64)
+    # convs 9*(1*16 + 16*32 + 32*64 + 64*128) = 96,912; batch norm 4*(16+32+64+128) = 960;
+    # tanh layer 128*64 + 64 = 8,256; classifier 64*3 + 3 = 195.
+    assert code_net.count_params() == 96_912 + 960 + 8_256
+    assert train_net.count_params() == code_net.count_params() + 195
+    assert code_net.output_shape == (None, 64)
+    # Flips only while training: the code network has none, the training network's flip
+    # is the identity at inference.
+    x = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 1)).astype(np.float32)
+    assert "flip" not in [layer.name for layer in code_net.layers]
+    np.testing.assert_array_equal(
+        np.asarray(train_net(x, training=False)),
+        np.asarray(train_net.get_layer("logits")(code_net(x, training=False))),
+    )
+
+
+@pytest.mark.slow
+def test_plain_cnn_row_trains_and_evaluates_on_phantoms(tmp_path):
+    from keras_ynet.baselines.plain_cnn import run_plain_cnn
+
+    spec = make_phantoms(tmp_path / "ph", n_per_class=8, image_size=64, seed=0)
+    config = RunConfig(data=str(tmp_path / "ph"), **TINY_CONFIG)
+    result = run_plain_cnn(spec, config, tmp_path / "plain")
+    assert result["descriptor"] == {"kind": "hash", "dim": config.bits}
+    first_conv = 9 * spec.channels * 16
+    convs = first_conv + 9 * (16 * 32 + 32 * 64 + 64 * 128)
+    dense = 128 * config.bits + config.bits + (config.bits + 1) * spec.num_classes
+    assert result["info"]["parameters"] == convs + 960 + dense
+    assert (tmp_path / "plain" / "history.csv").is_file()

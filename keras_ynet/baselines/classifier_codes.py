@@ -15,6 +15,7 @@ Y-Net has to beat these rows to be worth its extra branches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -53,11 +54,17 @@ def _networks(spec: DatasetSpec, config):
     return build_classifier_codes(shape, spec.num_classes, config.bits, config, config.seed)
 
 
-def run_classifier(spec: DatasetSpec, config, out: Path, verbose: int = 0) -> dict:
+def run_classifier(
+    spec: DatasetSpec, config, out: Path, verbose: int = 0, networks: Callable | None = None
+) -> dict:
     """Trains the classifier (checkpoint: validation mAP@10 of its codes) and evaluates
-    its sign codes on the test split; saves the weights for ``classifier_float``."""
+    its sign codes on the test split; saves the weights for ``classifier_float``.
+
+    ``networks(spec, config)`` -> (training network, code network) replaces the shared
+    encoder's (the ``plain_cnn`` row passes its own).
+    """
     data = prepare_training_data(spec, config)
-    train_net, code_net = _networks(spec, config)
+    train_net, code_net = (networks or _networks)(spec, config)
 
     def score(_net):
         return validation_map_codes(

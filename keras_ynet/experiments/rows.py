@@ -21,7 +21,12 @@ TABLE2_YNET_ROWS = {
 }
 # classifier / classifier_float: the same encoder trained with softmax cross-entropy alone,
 # by its sign codes and by its float tanh features (keras_ynet.baselines.classifier_codes).
-TABLE2_METHODS = (*BASELINES, "classifier", "classifier_float", *TABLE2_YNET_ROWS, "ynet_embedding")
+# plain_cnn: a 106k-parameter plain CNN classifier with flips, its own network
+# (keras_ynet.baselines.plain_cnn).
+TABLE2_METHODS = (
+    *BASELINES, "classifier", "classifier_float", "plain_cnn", *TABLE2_YNET_ROWS,
+    "ynet_embedding",
+)  # fmt: skip
 # Ablations of the default Y-Net (``ynet``): each changes one thing.
 TABLE3_ROWS = {
     "ynet": {},

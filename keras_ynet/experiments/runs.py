@@ -67,6 +67,10 @@ def _train_and_evaluate(run: Run, dataset_sha: str, out: Path) -> dict:
     config = dataclasses.replace(run.config, out=str(run.folder))
     if run.method == "ynet_embedding":
         return _evaluate_ynet_embedding(config, out, dataset_sha)
+    if run.method == "plain_cnn":
+        from keras_ynet.baselines.plain_cnn import run_plain_cnn
+
+        return run_plain_cnn(load_dataset(config.data), config, run.folder)
     if run.method in ("classifier", "classifier_float"):
         from keras_ynet.baselines import classifier_codes
 
