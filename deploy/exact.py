@@ -27,6 +27,9 @@ Only numpy is imported here, so the device runtime can use it without TensorFlow
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 
 # Measured on the 2-core dev machine (1M clustered 64-bit codes, top-10): 128 queries x
@@ -42,6 +45,13 @@ _HEAVY_FRACTION = 4
 # The first chunk has no threshold yet, so each query sorts all of it: 1024 codes give a
 # usable threshold at a fraction of the cost of sorting a whole chunk (2x at 10k codes).
 _FIRST_CHUNK = 1024
+
+# The switch between the compiled scan and the numpy one (see scan_path).
+SCAN_ENV = "YNET_EXACT_SCAN"
+_SCAN_CHOICES = ("auto", "numba", "numpy")
+# deploy.exact_kernel.scan_topk once imported ("scan": None when numba is unusable, and
+# "reason" why); imported on the first search, not with this module (numba takes 0.4 s).
+_KERNEL: dict = {}
 
 
 def exact_topk(
@@ -88,12 +98,81 @@ def exact_topk(
     kk = min(int(k), len(db))
     indices = np.empty((n_queries, kk), np.int64)
     distances = np.empty((n_queries, kk), np.int32)
-    if n_queries:
+    if n_queries and not _kernel_scan(queries, db, kk, query_batch, block_pairs, indices, distances):
         scan = _Scan(db, kk, min(query_batch, n_queries), block_pairs)
         for start in range(0, n_queries, scan.query_batch):
             stop = start + scan.query_batch
             scan.run(queries[start:stop], indices[start:stop], distances[start:stop])
     return indices, distances
+
+
+def scan_path() -> str:
+    """Which scan :func:`exact_topk` runs now: ``"numba"`` or ``"numpy"``.
+
+    Set by the environment variable ``YNET_EXACT_SCAN`` (read at every search):
+    ``auto`` (unset: the compiled kernel when numba imports, else numpy), ``numba``
+    (the kernel or an error) or ``numpy``.
+    """
+    choice = os.environ.get(SCAN_ENV, "auto")
+    if choice not in _SCAN_CHOICES:
+        raise ValueError(f"{SCAN_ENV} must be one of {_SCAN_CHOICES}, got {choice!r}")
+    if choice == "numpy":
+        return "numpy"
+    if _load_kernel() is None:
+        if choice == "numba":
+            raise RuntimeError(
+                f"{SCAN_ENV}=numba, but the compiled scan is not available: "
+                f"{_KERNEL['reason']} (pip install numba, see requirements.txt)"
+            )
+        return "numpy"
+    return "numba"
+
+
+def _load_kernel():
+    """deploy.exact_kernel.scan_topk, imported once, or None (the reason is kept)."""
+    if "scan" not in _KERNEL:
+        try:
+            from deploy.exact_kernel import scan_topk
+        except Exception as error:  # noqa: BLE001 (no numba, or numba cannot start: numpy)
+            scan_topk = None
+            _KERNEL["reason"] = f"{type(error).__name__}: {error}"
+        _KERNEL["scan"] = scan_topk
+    return _KERNEL["scan"]
+
+
+def _kernel_scan(queries, db, kk, query_batch, block_pairs, out_idx, out_dist) -> bool:
+    """Runs the compiled scan into the outputs; False when the numpy scan must run.
+
+    A failure to compile or to use numba's cache is turned into a warning and the numpy
+    scan (under ``auto``); forced with ``YNET_EXACT_SCAN=numba`` it is raised.
+    """
+    if scan_path() != "numba":
+        return False
+    query_batch = min(query_batch, len(queries))
+    chunk = min(len(db), max(1, block_pairs // query_batch))
+    # Read-only contiguous views: one compiled signature whether the codes are a
+    # writable array or a read-only memory map (a copy only if the caller's is strided).
+    queries, db = (_read_only(np.ascontiguousarray(a)) for a in (queries, db))
+    try:
+        _KERNEL["scan"](queries, db, kk, query_batch, chunk, out_idx, out_dist)
+    except Exception as error:
+        if os.environ.get(SCAN_ENV) == "numba":
+            raise
+        warnings.warn(
+            f"the compiled Hamming scan failed ({type(error).__name__}: {error}); "
+            "using the numpy scan from now on",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _KERNEL.update(scan=None, reason=f"it failed: {error}")
+        return False
+    return True
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view(np.ndarray)
+    view.flags.writeable = False
+    return view
 
 
 def _check_words(words: np.ndarray, name: str) -> np.ndarray:
