@@ -98,7 +98,9 @@ def exact_topk(
     kk = min(int(k), len(db))
     indices = np.empty((n_queries, kk), np.int64)
     distances = np.empty((n_queries, kk), np.int32)
-    if n_queries and not _kernel_scan(queries, db, kk, query_batch, block_pairs, indices, distances):
+    if n_queries and not _kernel_scan(
+        queries, db, kk, query_batch, block_pairs, indices, distances
+    ):
         scan = _Scan(db, kk, min(query_batch, n_queries), block_pairs)
         for start in range(0, n_queries, scan.query_batch):
             stop = start + scan.query_batch

@@ -37,7 +37,6 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-
 # Measured on the 2-core dev machine (AMD EPYC, AVX-512 VPOPCNTDQ; 1M clustered 64-bit
 # codes, top-10, 1024 queries): a minimum over blocks of 512 codes beat 256 by 8% and
 # 64 by 60% (per-block set-up), and 1024 by 1%; the chunk (codes one query batch shares
