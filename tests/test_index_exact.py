@@ -283,7 +283,7 @@ def test_kernel_when_the_package_folder_is_not_writable(tmp_path, numba_cache_di
     # no cache folder and compiles without one; with NUMBA_CACHE_DIR the cache goes there.
     package = tmp_path / "pkg" / "deploy"
     package.mkdir(parents=True)
-    for name in ("__init__.py", "exact.py", "exact_kernel.py"):
+    for name in ("__init__.py", "exact.py", "exact_numpy.py", "exact_kernel.py"):
         shutil.copy(ROOT / "deploy" / name, package / name)
     (package / "__pycache__").write_text("not a folder")
     blocked = tmp_path / "blocked"
