@@ -43,6 +43,10 @@ from numba.extending import intrinsic
 # from cache) of 4096 codes beat 16384 by 10% and 65536 by 15%.
 BLOCK = 512
 MAX_CHUNK = 4096
+# For W > 1 words, batches of at least this many queries copy each chunk into word
+# columns (contiguous passes; 1M 256-bit codes, 1024 queries: 2300 against 1500 q/s);
+# smaller ones read the interleaved rows in place, which costs no copy per query.
+TRANSPOSE_MIN_QUERIES = 4
 
 
 def _compiled(function):
@@ -81,30 +85,37 @@ def scan_topk(queries, db, kk, query_batch, chunk, out_idx, out_dist):  # pragma
     block = min(chunk, BLOCK)
     sentinel = 64 * n_words + 1
     flat = db.reshape(n * n_words)
+    columns = np.empty((n_words, chunk), np.uint64)
+    dist = np.empty(block, np.uint16)
     heap_d = np.empty((query_batch, kk), np.int32)
     heap_i = np.empty((query_batch, kk), np.int64)
     thr = np.empty(query_batch, np.int32)
-    keys = np.empty(kk, np.int64)
-    span = np.int64(n + 1)
     for q0 in range(0, n_queries, query_batch):
         qb = min(query_batch, n_queries - q0)
         heap_d[:qb] = sentinel
         heap_i[:qb] = n
         thr[:qb] = sentinel
+        # W > 1 words: a batch large enough to share the copy reads each chunk as one
+        # contiguous column per word; a small one reads the rows in place.
+        by_columns = n_words > 1 and qb >= TRANSPOSE_MIN_QUERIES
         for c0 in range(0, n, chunk):
             width = min(chunk, n - c0)
+            if by_columns:
+                _transpose(db, c0, width, columns)
             for r in range(qb):
                 query = queries[q0 + r]
                 t = thr[r]
                 if n_words == 1:
-                    # The common case, written out: offsets from the chunk start and a
-                    # scalar query made this loop 1.6x faster than the general one below
-                    # (11.5k against 7k queries/s at 1M codes, measured side by side).
+                    # The common case (32 and 64 bits) written out here: offsets from the
+                    # chunk start and a scalar query made it 1.6x faster than the general
+                    # loop, and 10% faster than the same code in a function of its own.
                     q = query[0]
                     for s0 in range(0, width, block):
                         size = min(block, width - s0)
                         codes = flat[c0 + s0 : c0 + s0 + size]
                         if _min_distance_one(q, codes) < t:
+                            # Rare once the threshold settles: the block's distances are
+                            # recomputed one by one rather than stored.
                             for j in range(size):
                                 d = np.int32(popcount64(q ^ codes[j]))
                                 if d < t:
@@ -112,25 +123,78 @@ def scan_topk(queries, db, kk, query_batch, chunk, out_idx, out_dist):  # pragma
                                     t = heap_d[r, 0]
                     thr[r] = t
                     continue
-                for b0 in range(c0, c0 + width, block):
-                    size = min(block, c0 + width - b0)
-                    rows = flat[b0 * n_words : (b0 + size) * n_words]
-                    if _min_distance(query, rows) < t:
-                        # Rare once the threshold settles: recompute this block's
-                        # distances one by one rather than store them all.
-                        for j in range(size):
-                            d = _distance(query, rows, j)
-                            if d < t:
-                                _replace_top(heap_d[r], heap_i[r], d, b0 + j)
-                                t = heap_d[r, 0]
+                for s0 in range(0, width, block):
+                    size = min(block, width - s0)
+                    first = c0 + s0
+                    if by_columns:
+                        t = _scan_columns(
+                            query, columns, s0, size, dist, t, heap_d[r], heap_i[r], first
+                        )
+                    else:
+                        rows = flat[first * n_words : (first + size) * n_words]
+                        t = _scan_rows(query, rows, t, heap_d[r], heap_i[r], first)
                 thr[r] = t
-        for r in range(qb):
-            for m in range(kk):
-                keys[m] = heap_d[r, m] * span + heap_i[r, m]
-            keys.sort()
-            for m in range(kk):
-                out_idx[q0 + r, m] = keys[m] % span
-                out_dist[q0 + r, m] = keys[m] // span
+        _sorted_out(heap_d[:qb], heap_i[:qb], n, out_idx[q0 : q0 + qb], out_dist[q0 : q0 + qb])
+
+
+@_compiled
+def _scan_rows(query, rows, t, heap_d, heap_i, first):  # pragma: no cover
+    """One query against a block of W > 1-word codes read in place (``rows``: the
+    block's words, flat); returns the new threshold. The block's distances are
+    recomputed one by one in the rare block that holds a candidate."""
+    if _min_distance(query, rows) < t:
+        for j in range(rows.shape[0] // query.shape[0]):
+            d = _distance(query, rows, j)
+            if d < t:
+                _replace_top(heap_d, heap_i, d, first + j)
+                t = heap_d[0]
+    return t
+
+
+@_compiled
+def _scan_columns(query, columns, s0, size, dist, t, heap_d, heap_i, first):  # pragma: no cover
+    """As :func:`_scan_rows` for codes copied into word columns: one contiguous pass per
+    word into ``dist``, then its minimum."""
+    q = query[0]
+    column = columns[0, s0 : s0 + size]
+    for j in range(size):
+        dist[j] = np.uint16(popcount64(q ^ column[j]))
+    for w in range(1, query.shape[0]):
+        q = query[w]
+        column = columns[w, s0 : s0 + size]
+        for j in range(size):
+            dist[j] += np.uint16(popcount64(q ^ column[j]))
+    low = np.uint16(0xFFFF)
+    for j in range(size):
+        low = min(low, dist[j])
+    if low < t:
+        for j in range(size):
+            if dist[j] < t:
+                _replace_top(heap_d, heap_i, np.int32(dist[j]), first + j)
+                t = heap_d[0]
+    return t
+
+
+@_compiled
+def _transpose(db, c0, width, columns):  # pragma: no cover
+    """Copies codes [c0, c0 + width) into one contiguous row of ``columns`` per word."""
+    for j in range(width):
+        for w in range(db.shape[1]):
+            columns[w, j] = db[c0 + j, w]
+
+
+@_compiled
+def _sorted_out(heap_d, heap_i, n, out_idx, out_dist):  # pragma: no cover
+    """Each heap row sorted by (distance, index) into the outputs."""
+    span = np.int64(n + 1)
+    keys = np.empty(heap_d.shape[1], np.int64)
+    for r in range(heap_d.shape[0]):
+        for m in range(keys.shape[0]):
+            keys[m] = heap_d[r, m] * span + heap_i[r, m]
+        keys.sort()
+        for m in range(keys.shape[0]):
+            out_idx[r, m] = keys[m] % span
+            out_dist[r, m] = keys[m] // span
 
 
 @_compiled
