@@ -2,30 +2,35 @@
 
 :func:`deploy.exact.exact_topk` checks its arguments and calls :func:`scan_topk` here when
 numba imports (see that module for the switch); this module holds only the kernel. It is
-imported lazily, on the first search, because importing numba takes about 0.4 s.
+imported lazily, on the first search, because importing numba takes 0.1 to 0.4 s.
 
-The loop, per batch of queries:
+The loop, per batch of queries (``query_batch``, 128 by default):
 
-* the database is visited in chunks (``chunk`` codes; for W > 1 words a chunk is copied
-  once per batch into one contiguous column per word, shared by all the batch's
-  queries), so each code read from memory serves the whole batch from cache;
-* per (query, chunk), one vectorised pass computes XOR + popcount into a small distance
-  buffer and its minimum (LLVM turns it into AVX-512 ``vpopcntq`` / AVX2 nibble lookups,
-  whatever the host has); only when the minimum is strictly under the query's threshold
-  is the buffer searched for the codes under it;
+* the database is visited in chunks of at most 4096 codes, so each code read from memory
+  serves the whole batch from cache (for W > 1 words and a batch of 4 or more queries,
+  the chunk is first copied into one contiguous column per word, shared by the batch);
+* per (query, block of 512 codes), one vectorised pass computes XOR + popcount and the
+  block's minimum distance (LLVM emits AVX-512 ``vpopcntq`` here, or whatever the host
+  CPU has); only when that minimum is strictly under the query's threshold are the
+  block's codes tested one by one (recomputed for W = 1 rather than stored: a store per
+  pair cost more than the rare recomputation);
 * each query keeps its running top-k as a bounded max-heap keyed by (distance, index);
   the threshold is the heap's top distance. Codes are visited in index order and only
   distances strictly under the threshold enter, so a later code tied with the k-th never
-  displaces it: ties keep the lower index, as in the numpy path. The heap starts full of
+  displaces it: ties keep the lower index, as in the numpy scan. The heap starts full of
   sentinels (distance 64 W + 1, index N) that any real code beats.
 
 Popcount: numba 0.68 does not support ``np.bitwise_count`` in nopython mode (checked:
 a TypingError), so :func:`popcount64` is an intrinsic that emits LLVM's ``ctpop``.
 
-Caching: ``cache=True`` stores the machine code next to this file (``__pycache__``) or,
-when that folder is not writable, in numba's user-wide cache (``$NUMBA_CACHE_DIR`` when
-set, else ``~/.cache/numba``); :mod:`deploy.exact` turns any failure to compile or cache
-into a warning and a numpy scan, so a cache problem never breaks a search.
+Caching: ``cache=True`` stores the machine code (about 350 kB, one signature: the
+arguments are always read-only C arrays) in ``$NUMBA_CACHE_DIR`` when that is set, else
+next to this file (``__pycache__``), else, when that folder is not writable (a read-only
+install), in numba's user-wide cache (``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``).
+With none writable, numba refuses ``cache=True`` at import; :func:`_compiled` then
+compiles without a cache (about 3 s at every start). :mod:`deploy.exact` turns a failure
+to compile or to load the cache (a damaged file) into a warning and the numpy scan, so a
+cache problem never breaks a search (tests/test_index_exact.py checks both).
 """
 
 from __future__ import annotations
