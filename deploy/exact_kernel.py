@@ -49,8 +49,9 @@ from numba.extending import intrinsic
 BLOCK = 512
 MAX_CHUNK = 4096
 # For W > 1 words, batches of at least this many queries copy each chunk into word
-# columns (contiguous passes; 1M 256-bit codes, 1024 queries: 2300 against 1500 q/s);
-# smaller ones read the interleaved rows in place, which costs no copy per query.
+# columns (contiguous passes; 1M 256-bit codes, 1000 queries: 2434 against 1501 q/s);
+# smaller ones read the interleaved rows in place, which costs no copy per query (the
+# limit of 4 is not tuned: one copy costs about one query's pass over the chunk).
 TRANSPOSE_MIN_QUERIES = 4
 
 
