@@ -50,8 +50,8 @@ BLOCK = 512
 MAX_CHUNK = 4096
 # For W > 1 words, batches of at least this many queries copy each chunk into word
 # columns (contiguous passes; 1M 256-bit codes, 1000 queries: 2434 against 1501 q/s);
-# smaller ones read the interleaved rows in place, which costs no copy per query (the
-# limit of 4 is not tuned: one copy costs about one query's pass over the chunk).
+# smaller ones read the interleaved rows in place, which costs no copy per query (4 is
+# a guess, not tuned).
 TRANSPOSE_MIN_QUERIES = 4
 
 
