@@ -12,7 +12,10 @@ reason. Every measurement runs in a fresh child process, so its memory figures a
 own. Methods:
 
 * ``mapped``: :func:`deploy.mapped_index.map_codes` (the codes stay on disk, memory-
-  mapped) + :func:`deploy.sharded.sharded_topk` with 1 and 2 threads;
+  mapped) + :func:`deploy.sharded.sharded_topk` with 1 and 2 threads, once per scan
+  named in ``--scans`` (``numba``: the compiled kernel, ``numpy``: the numpy passes; set
+  through ``YNET_EXACT_SCAN`` in the child; the kernel's compile or cache load happens in
+  an untimed warm-up search of one query);
 * ``faiss``: faiss ``IndexBinaryFlat`` (the codes read into it), ``omp_set_num_threads``
   1 and 2.
 
@@ -53,6 +56,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from deploy import codes  # noqa: E402
+from deploy.exact import exact_topk  # noqa: E402
 from deploy.mapped_index import map_codes, words_view  # noqa: E402
 from deploy.sharded import sharded_topk  # noqa: E402
 
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--scans", default="numba,numpy", help="exact scans to run")
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             run_size(args, n, n_queries, threads, work, bandwidth, faiss is not None)
         finally:
             shutil.rmtree(work)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min)")
     return 0
 
 
@@ -125,30 +132,32 @@ def run_size(args, n, n_queries, threads, work: Path, bandwidth: float, with_fai
     print(f"{n:>11} (wrote {8 * n / 1e6:.0f} MB of codes in {time.perf_counter() - start:.1f} s)")
     bound = n * 8 / bandwidth
     results = {}
-    for method in ["mapped"] + (["faiss"] if with_faiss else []):
+    methods = [f"mapped {scan}" for scan in args.scans.split(",")]
+    for method in methods + (["faiss"] if with_faiss else []):
         for t in threads:
             job = {"method": method, "threads": t, "work": str(work), "k": args.k,
                    "repeats": args.repeats}  # fmt: skip
+            scan = {"YNET_EXACT_SCAN": method.split()[1]} if method != "faiss" else {}
             done = subprocess.run(
                 [sys.executable, __file__, "--child", json.dumps(job)],
                 capture_output=True, text=True, check=True,
-                env={**os.environ, "OMP_NUM_THREADS": str(t)},
+                env={**os.environ, "OMP_NUM_THREADS": str(t), **scan},
             )  # fmt: skip
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            results[(method, t)] = np.load(work / f"{method}_{t}.npz")
+            results[(method, t)] = np.load(work / f"{method.replace(' ', '_')}_{t}.npz")
             per_query = r["seconds"] / n_queries
             print(
-                f"{n:>11} {method + f', {t} thread(s)':<22} {r['open_s']:7.3f} "
+                f"{n:>11} {method + f', {t} thr':<22} {r['open_s']:7.3f} "
                 f"{1 / per_query:8.1f} {1 / per_query / t:8.1f} {per_query / bound:8.2f} "
                 f"{r['cpu_s'] / r['seconds']:8.2f} {r['maxrss_mb']:8.0f} {r['rss_file_mb']:8.0f} {r['rss_anon_mb']:8.0f}",
                 flush=True,
             )
-    one = results[("mapped", threads[0])]
+    one = results[(methods[0], threads[0])]
     for (method, t), r in results.items():
         assert np.array_equal(r["distances"], one["distances"]), f"{method} {t}: distances differ"
-        if method == "mapped":
-            assert np.array_equal(r["positions"], one["positions"]), f"{t} threads: order differs"
-    print(f"{n:>11} checked: every method's distances equal; mapped positions equal across threads")
+        if method != "faiss":
+            assert np.array_equal(r["positions"], one["positions"]), f"{method} {t}: order differs"
+    print(f"{n:>11} checked: every method's distances equal; every mapped scan's positions equal")
 
 
 def clustered_words(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
@@ -172,10 +181,11 @@ def child(job: dict) -> int:
     queries = np.load(work / "queries.npy")
     n = np.load(work / "codes.npy", mmap_mode="r").shape[0]
     start = time.perf_counter()
-    if job["method"] == "mapped":
+    if job["method"] != "faiss":
         words = words_view(map_codes(work / "codes.npy", n, 8))
         opened = time.perf_counter() - start
         q_words = codes.packed_to_words(queries)
+        exact_topk(q_words[:1], words[:4096], k)  # the kernel's compile or cache load
 
         def search():
             return sharded_topk(q_words, words, k, threads=t)
@@ -200,7 +210,8 @@ def child(job: dict) -> int:
         wall = time.perf_counter() - start
         if wall < best:
             best, cpu = wall, time.process_time() - cpu_start
-    np.savez(work / f"{job['method']}_{t}.npz", positions=positions, distances=distances)
+    name = job["method"].replace(" ", "_")
+    np.savez(work / f"{name}_{t}.npz", positions=positions, distances=distances)
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     kb = lambda key: int(status.get(key, "0 kB").split()[0])  # noqa: E731
     print(json.dumps({

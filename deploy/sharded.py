@@ -1,11 +1,12 @@
 """Exact top-k over shards: threads over slices of one code array, and the exact merge.
 
 :func:`sharded_topk` splits the database into contiguous shards and scans each with
-:func:`deploy.exact.exact_topk` in its own thread. The scan's work is numpy ufuncs
-(XOR, ``bitwise_count``, comparisons) over blocks of 2^19 pairs, and numpy releases the
-GIL inside a ufunc loop on such arrays, so the shards run on separate cores; only the
-per-block Python bookkeeping is serialised (bench/bench_index_scale.py measures the
-speed-up).
+:func:`deploy.exact.exact_topk` in its own thread. The compiled scan
+(``deploy/exact_kernel.py``) runs without the GIL from start to end (``nogil=True``);
+the numpy scan's work is ufuncs (XOR, ``bitwise_count``, comparisons) over blocks of
+2^19 pairs, inside which numpy releases the GIL, and only its per-block Python
+bookkeeping is serialised. Either way the shards can run on separate cores
+(bench/bench_index_scale.py measures the speed-up).
 
 :func:`merge_topk` merges per-shard (or per-index) top-k lists exactly: every list is
 sorted by (distance, global position) and holds its shard's k best under that key, so
