@@ -1,0 +1,41 @@
+"""Reading and editing an index folder's items the way a person with a text editor
+would, for tests that look at or damage them (format 2: items.jsonl + items_offsets.npy;
+format 1: the sidecar's ``ids`` and ``metadata``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deploy.index_store import SIDECAR_FILE
+from deploy.items_file import ITEMS_FILE, write_items
+
+
+def sidecar(folder: Path) -> dict:
+    return json.loads((Path(folder) / SIDECAR_FILE).read_text())
+
+
+def read_items(folder: Path) -> tuple[list, list]:
+    """(ids, metadata) as the files hold them, parsed here line by line."""
+    meta = sidecar(folder)
+    if meta["format_version"] == 1:
+        return meta["ids"], meta["metadata"]
+    lines = (Path(folder) / ITEMS_FILE).read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    return [e["id"] for e in entries], [e["meta"] for e in entries]
+
+
+def read_ids(folder: Path) -> list:
+    return read_items(folder)[0]
+
+
+def edit_items(folder: Path, edit) -> None:
+    """Calls ``edit(ids, metadata)`` on the stored lists, then writes them back with
+    matching offsets, sizes and hashes (an edit a reader's checks must judge on its own,
+    not by a hash mismatch)."""
+    folder = Path(folder)
+    ids, metadata = read_items(folder)
+    edit(ids, metadata)
+    meta = sidecar(folder)
+    meta.update(write_items(folder, ids, metadata))
+    (folder / SIDECAR_FILE).write_text(json.dumps(meta))
