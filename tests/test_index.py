@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from index_files import edit_items, read_ids
 
 from deploy import codes, index_store
 from deploy.index import HammingIndex, Hit, IndexFormatError, IndexMismatchError
-from index_files import edit_items, read_ids
 
 
 def clustered(rng, n, centres, flip=0.1):

@@ -17,7 +17,7 @@ from PIL import Image
 from test_deploy import REPO, run_cli
 from test_image_formats import write_dicom
 
-from deploy import cine, cli, index_store, items_file, sources
+from deploy import cine, cli, items_file, sources
 from deploy.index import BACKENDS, HammingIndex, IndexFormatError
 from deploy.index_info import index_info, verify_index
 
