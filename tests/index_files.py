@@ -39,3 +39,17 @@ def edit_items(folder: Path, edit) -> None:
     meta = sidecar(folder)
     meta.update(write_items(folder, ids, metadata))
     (folder / SIDECAR_FILE).write_text(json.dumps(meta))
+
+
+def to_format_1(folder: Path) -> None:
+    """Rewrites a folder as the format-1 code wrote it: ids and metadata in the sidecar,
+    no items files."""
+    folder = Path(folder)
+    ids, metadata = read_items(folder)
+    meta = sidecar(folder)
+    for key in ("items_bytes", "items_sha256", "offsets_bytes", "offsets_sha256"):
+        meta.pop(key, None)
+    meta.update(format_version=1, ids=ids, metadata=metadata)
+    (folder / SIDECAR_FILE).write_text(json.dumps(meta, indent=1))
+    for name in (ITEMS_FILE, "items_offsets.npy"):
+        (folder / name).unlink(missing_ok=True)
