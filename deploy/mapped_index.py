@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from deploy import atomic, codes, index_store
-from deploy.index import Hit
-from deploy.index_store import CODES_FILE, IndexFormatError, IndexMismatchError
+from deploy.index import HammingIndex, Hit
+from deploy.index_store import CODES_FILE, CONFIG_KEYS, IndexFormatError, IndexMismatchError
 from deploy.items_file import ItemsFile, map_npy
 from deploy.sharded import merge_topk, sharded_topk
 
@@ -126,7 +126,8 @@ class _Lookups:
 class MappedIndex(_Lookups):
     """An index folder opened for exact search with its codes memory-mapped.
 
-    Use :meth:`open`. Attributes: ``path`` (the folder read), ``bits``, ``fingerprint``.
+    Use :meth:`open`. Attributes: ``path`` (the folder read), ``bits``, ``fingerprint``,
+    ``format_version``, ``n_annoy`` (items of an Annoy forest in the folder, unused here).
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class MappedIndex(_Lookups):
         self.bits = meta["bits"]
         self.fingerprint = meta["fingerprint"]
         self.format_version = meta["format_version"]
+        self.n_annoy = meta["n_annoy"]  # items in a forest this class does not use
         self.threads = threads
         self._items = items
         self._packed = packed
@@ -173,6 +175,8 @@ class MappedIndex(_Lookups):
         try:
             path, meta = index_store.read_sidecar(path, dir_fd)
             index_store.check_expected(path, meta, expected_fingerprint, expected_bits)
+            # A config no index accepts is damage, though this class does not use it.
+            HammingIndex.from_sidecar_config(path, {k: meta[k] for k in CONFIG_KEYS})
             packed = map_codes(path / CODES_FILE, meta["count"], meta["bits"] // 8, dir_fd)
             if meta["format_version"] == 1:
                 items = SidecarItems(meta)

@@ -456,7 +456,7 @@ def _items_missing(folder):
 def _ids_and_count_fewer_than_codes(folder):
     edit_items(folder, lambda ids, metadata: (ids.pop(), metadata.pop()))
     _edit_sidecar(folder, count=5, n_delta=5)
-    return folder / "codes.npy", "holds uint8 (6, 8), expected uint8 (5, 8)"
+    return folder / "codes.npy", "holds uint8 (6, 8), expected C-order uint8 (5, 8)"
 
 
 def _sidecar_missing(folder):
@@ -473,7 +473,6 @@ INDEX_CASES = {
     "wrong_encoder_fingerprint": _wrong_fingerprint,
     "wrong_encoder_bits": _wrong_bits,
     "codes_file_truncated": _codes_truncated,
-    "codes_file_corrupted": _codes_corrupted,
     "codes_file_missing": _codes_missing,
     "sidecar_not_json": _sidecar_not_json,
     "sidecar_truncated": _sidecar_truncated,
@@ -485,7 +484,6 @@ INDEX_CASES = {
     "sidecar_bad_config": _sidecar_bad_config,
     "format_1_ids_fewer_than_count": _format_1_ids_fewer_than_count,
     "items_fewer_than_count": _items_fewer_than_count,
-    "items_line_damaged": _items_line_damaged,
     "items_missing": _items_missing,
     "ids_and_count_fewer_than_codes": _ids_and_count_fewer_than_codes,
     "sidecar_missing": _sidecar_missing,
@@ -498,6 +496,22 @@ def test_bad_index_search_cli_prints_one_line(encoder, images, index, capsys, ca
     culprit, problem = INDEX_CASES[case](index)
     argv = ["search", "--index", index, "--encoder", encoder, "--image", images / "img0.png"]
     rc, out, err = run(capsys, deploy_cli.main, *argv)
+    assert_one_error(rc, err, culprit, problem)
+    assert out == ""
+
+
+# Damage only the stored sha256 can show: search opens a folder without reading every
+# byte (memory-mapped, O(1) in the item count), `index verify` reads them all.
+HASH_CASES = {
+    "codes_file_corrupted": _codes_corrupted,
+    "items_line_damaged": _items_line_damaged,
+}
+
+
+@pytest.mark.parametrize("case", HASH_CASES)
+def test_damage_only_a_hash_shows_is_found_by_verify(encoder, images, index, capsys, case):
+    culprit, problem = HASH_CASES[case](index)
+    rc, out, err = run(capsys, deploy_cli.main, "index", "verify", "--index", index)
     assert_one_error(rc, err, culprit, problem)
     assert out == ""
 
