@@ -1,31 +1,44 @@
 """An index folder on disk: written atomically, read back only after every check passes.
 
-One folder per index (:class:`deploy.index.HammingIndex` saves and loads through here):
+One folder per index (:class:`deploy.index.HammingIndex` saves and loads through here),
+format 2 (``FORMAT_VERSION``):
 
-* ``index.json``: the sidecar: ``format_version``, ``bits``, ``metric`` ("hamming"), the
-  constructor config (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the
-  encoder ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy
-  forest / added after it was built), ``ids``, per-item ``metadata`` (e.g. path, label),
-  the sha256 of the codes and the size and sha256 of the Annoy file, ``created`` (the
-  first save) and ``modified`` (the last), UTC ISO 8601;
+* ``index.json``: the sidecar, the header only (its size does not grow with the items):
+  ``format_version``, ``bits``, ``metric`` ("hamming"), the constructor config
+  (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the encoder
+  ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy forest /
+  added after it was built), the sha256 of the codes, the size and sha256 of the Annoy
+  file, of ``items.jsonl`` (``items_bytes``, ``items_sha256``) and of
+  ``items_offsets.npy`` (``offsets_bytes``, ``offsets_sha256``), ``created`` (the first
+  save) and ``modified`` (the last), UTC ISO 8601;
 * ``codes.npy``: every item's packed code (uint8, ``codes.pack_bits`` layout), so exact
   search and the delta survive a reload;
+* ``items.jsonl`` and ``items_offsets.npy``: each item's id and metadata, one JSON line
+  per item found by its byte offsets (:mod:`deploy.items_file`), so a reader can open
+  the folder and read only the items it needs (:class:`deploy.mapped_index.MappedIndex`);
 * ``index.ann``: the Annoy forest, only when one was built.
 
+Format 1 kept ``ids`` and per-item ``metadata`` inside the sidecar and had no items
+files; it is still read everywhere (``READ_FORMATS``), and the next save of such a
+folder writes format 2.
+
 Longer than 300 lines on purpose: the writer and the reader of the format sit together
-with every check the reader makes (each field, size and hash of the three files), so
-the format and its checks change in one place.
+with every check the reader makes (each field, size and hash of the files), so the
+format and its checks change in one place; the items files' own format and checks are
+in :mod:`deploy.items_file`.
 
 The folder is replaced as a whole (:func:`deploy.atomic.atomic_directory`): a crash
 leaves the previous index, never a mix. Writers hold the folder's writer lock
 (:func:`writer_lock`); one that reads the index to update it takes the lock before
 reading, so concurrent updates are applied one after the other, none lost. Reading
-checks the sidecar's fields and types, the codes' shape and sha256 and the forest's size
-and sha256 before anything is used (Annoy maps the file as it is and can crash the
-process on a damaged one, so it never sees an unverified file), and raises
-:class:`IndexFormatError` (a ``ValueError``) naming the file for anything wrong with the
-files, ``FileNotFoundError`` when there is no index, and :class:`IndexMismatchError`
-when the index was made by another encoder or bit length.
+(:func:`read_index`, the writer's path: O(N)) checks the sidecar's fields and types,
+the codes' shape and sha256, the items files' sizes, sha256, offsets and every line,
+the ids' types and uniqueness, and the forest's size and sha256 before anything is used
+(Annoy maps the file as it is and can crash the process on a damaged one, so it never
+sees an unverified file), and raises :class:`IndexFormatError` (a ``ValueError``)
+naming the file for anything wrong with the files, ``FileNotFoundError`` when there is
+no index, and :class:`IndexMismatchError` when the index was made by another encoder
+or bit length. :func:`read_sidecar` reads the header only (O(1) for format 2).
 
 Only numpy, annoy and the standard library are imported here.
 """

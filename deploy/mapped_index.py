@@ -30,6 +30,9 @@ replace the folder as a whole (:mod:`deploy.atomic`), they never truncate a file
 place, so an open map keeps the old, complete file.
 
 Only numpy, the standard library and the index modules are imported here.
+
+(Over 300 lines: the two read-only index classes and the opening they share, with the
+checks each open makes; split, each part would reach into the other's internals.)
 """
 
 from __future__ import annotations
