@@ -98,7 +98,7 @@ class SidecarItems:
         return self._ids[position], dict(self._metadata[position])
 
     def __iter__(self):
-        return zip(self._ids, self._metadata, strict=True)
+        return ((i, dict(m)) for i, m in zip(self._ids, self._metadata, strict=True))
 
 
 def words_view(packed: np.ndarray) -> np.ndarray:
@@ -205,6 +205,11 @@ class MappedIndex(_Lookups):
                 the position).
         """
         return self._items.item(position)
+
+    def entries(self):
+        """(id, metadata) of every item in position order, as an iterator: O(N), read
+        sequentially (what an export of every item uses)."""
+        return iter(self._items)
 
     def indexed_paths(self) -> list[tuple[str | int, str]]:
         """(id, path) of every item whose metadata names its file (``"path"``). Reads

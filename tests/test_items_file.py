@@ -64,6 +64,18 @@ def test_mapped_item_equals_hamming_index_at_every_position(folder):
         mapped.item(40)
 
 
+def test_reading_every_item_in_blocks_equals_reading_each(tmp_path):
+    """9000 items: two whole blocks of 4096 lines and a partial one."""
+    index = small_index(9000)
+    index.save(tmp_path / "idx")
+    mapped = MappedIndex.open(tmp_path / "idx")
+    assert list(mapped.entries()) == index.entries()
+    assert mapped.entries().__next__() == (0, {})
+    assert [mapped.item(p) for p in (4095, 4096, 8191, 8192, 8999)] == [
+        index.entries()[p] for p in (4095, 4096, 8191, 8192, 8999)
+    ]
+
+
 def test_lines_and_offsets_are_the_documented_bytes(folder):
     lines = (folder / "items.jsonl").read_bytes()
     assert lines.startswith(b'{"id":0,"meta":{}}\n{"id":"case-0000001","meta":{"path":')
@@ -216,6 +228,10 @@ def test_damaged_items_are_named_on_opening_or_reading(folder, damage):
         assert mapped.item(0) == (0, {})  # the undamaged items still read
         with pytest.raises(IndexFormatError, match=ITEM_ERRORS[damage]):
             mapped.item(3)
+        # Reading every item in order (ids, indexed_paths, an export) stops there too.
+        at = r"idx/items(\.jsonl|_offsets\.npy) is corrupted at item [23]\b"
+        with pytest.raises(IndexFormatError, match=at):
+            list(mapped.entries())
     with pytest.raises(IndexFormatError, match=LOAD_ERRORS[damage]):
         HammingIndex.load(folder)
     with pytest.raises(IndexFormatError, match=LOAD_ERRORS[damage]):
