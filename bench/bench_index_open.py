@@ -22,7 +22,10 @@ open ms, search ms (the first: it faults the codes' pages into the map), again m
 second search, another query), item us (mean of the 1000), RSS MB after imports (the baseline),
 then the growth after open and after the search, anonymous (Python objects, copies) and
 file-backed (mapped pages), and peak MB (VmHWM). The files were just written, so they
-are in the page cache: open and search times are warm-cache figures.
+are in the page cache: open and search times are warm-cache figures. ``--load`` also
+times :meth:`deploy.index.HammingIndex.load` (what ``index add`` / ``remove`` and a
+folder with an Annoy forest use: every file hashed, every item parsed and checked) in
+another fresh process, with its peak memory.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format1-sizes", default="1000000", help="format-1 sizes")
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--load", action="store_true", help="also time HammingIndex.load (the writer's path)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -103,11 +109,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(done.stderr, file=sys.stderr)
                 return 1
             r = json.loads(done.stdout)
+            load = ""
+            if args.load:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", json.dumps({**job, "load": True})],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                loaded = json.loads(done.stdout)
+                load = f"  load {loaded['load_s']:.2f} s, peak {loaded['peak_mb']:.0f} MB"
             print(
                 f"{version:>6} {n:>11,} {written:>8.1f} {size:>10.0f} {r['open_ms']:>9.2f} "
                 f"{r['search_ms']:>10.1f} {r['again_ms']:>9.1f} {r['item_us']:>8.1f} {r['base_mb']:>8.0f} "
                 f"{r['open_anon_mb']:>10.1f} {r['open_file_mb']:>10.1f} "
-                f"{r['search_anon_mb']:>12.1f} {r['search_file_mb']:>12.1f} {r['peak_mb']:>8.0f}",
+                f"{r['search_anon_mb']:>12.1f} {r['search_file_mb']:>12.1f} {r['peak_mb']:>8.0f}"
+                f"{load}",
                 flush=True,
             )
             shutil.rmtree(folder)
@@ -136,6 +151,13 @@ def write_folder(folder: Path, n: int, version: int, seed: int) -> None:
 
 
 def child(job: dict) -> int:
+    if job.get("load"):
+        start = time.perf_counter()
+        index = HammingIndex.load(job["folder"])
+        seconds = time.perf_counter() - start
+        assert len(index) > 0
+        print(json.dumps({"load_s": seconds, "peak_mb": memory()["VmHWM"]}))
+        return 0
     from deploy.exact import exact_topk
     from deploy.mapped_index import MappedIndex
 

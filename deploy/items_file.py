@@ -47,6 +47,7 @@ OFFSETS_DTYPE = np.dtype("<u8")
 SIDECAR_FIELDS = {"items_bytes": int, "items_sha256": str, "offsets_bytes": int,
                   "offsets_sha256": str}  # fmt: skip
 _CHUNK = 1 << 20  # bytes written or hashed at a time
+_DECODER = json.JSONDecoder()
 _NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -113,10 +114,18 @@ def read_items(folder: Path, meta: dict[str, Any]) -> tuple[list[str | int], lis
             f"{wrong}: {len(breaks)} lines for {n} items"
         )
     ids, metadata = [], []
-    for position, line in enumerate(data.split(b"\n")[:n]):
-        id_, m = parse_line(items_path, position, line)
-        ids.append(id_)
-        metadata.append(m)
+    if data.isascii():  # what the writer writes: byte offsets are character offsets
+        text = data.decode("ascii")
+        starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
+        for position in range(n):
+            id_, m = _parse_at(items_path, position, text, starts[position], ends[position] - 1)
+            ids.append(id_)
+            metadata.append(m)
+    else:
+        for position, line in enumerate(data.split(b"\n")[:n]):
+            id_, m = parse_line(items_path, position, line)
+            ids.append(id_)
+            metadata.append(m)
     check_unique(f"items file {items_path}", ids)
     return ids, metadata
 
@@ -225,26 +234,43 @@ class ItemsFile:
 
 
 def parse_line(path: Path, position: int, line: bytes) -> tuple[str | int, dict[str, Any]]:
-    """(id, metadata) of one line (without its ``\\n``), checked as the sidecar's were."""
-    where = f"items file {path} is corrupted at item {position} (line {position + 1})"
+    """(id, metadata) of one line (without its ``\\n``), checked as the sidecar's were:
+    exactly one JSON object, no space around it (what :func:`item_line` writes)."""
     try:
-        entry = json.loads(line)
-    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
-        raise IndexFormatError(f"{where}: not JSON ({err})") from None
-    if not isinstance(entry, dict) or set(entry) != {"id", "meta"}:
-        raise IndexFormatError(f'{where}: not an object with "id" and "meta" only')
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise IndexFormatError(f"{_where(path, position)}: not UTF-8 ({err})") from None
+    return _parse_at(path, position, text, 0, len(text))
+
+
+def _parse_at(path: Path, position: int, text: str, start: int, end: int):
+    """The item whose JSON is ``text[start:end]``, parsed in place (no slice copied)."""
+    try:
+        entry, stop = _DECODER.raw_decode(text, start)
+    except (ValueError, RecursionError) as err:
+        raise IndexFormatError(f"{_where(path, position)}: not JSON ({err})") from None
+    if stop != end:
+        raise IndexFormatError(f"{_where(path, position)}: not JSON (one object, then more)")
+    if type(entry) is not dict or len(entry) != 2 or "id" not in entry or "meta" not in entry:
+        raise IndexFormatError(f'{_where(path, position)}: not an object with "id" and "meta" only')
     id_, meta = entry["id"], entry["meta"]
     if isinstance(id_, bool) or not isinstance(id_, str | int):
-        raise IndexFormatError(f"{where}: ids must be str or int, got {short(id_)}")
-    if not isinstance(meta, dict):
-        raise IndexFormatError(f"{where}: metadata not a dict")
+        raise IndexFormatError(
+            f"{_where(path, position)}: ids must be str or int, got {short(id_)}"
+        )
+    if type(meta) is not dict:
+        raise IndexFormatError(f"{_where(path, position)}: metadata not a dict")
     # The command line opens ``path`` as a file: another type is damage, not a path.
     if "path" in meta and not isinstance(meta["path"], str):
         raise IndexFormatError(
-            f"{where}: metadata 'path' of item {position} ({short(id_)}) is "
+            f"{_where(path, position)}: metadata 'path' of item {position} ({short(id_)}) is "
             f"{short(meta['path'])}, not text"
         )
     return id_, meta
+
+
+def _where(path: Path, position: int) -> str:
+    return f"items file {path} is corrupted at item {position} (line {position + 1})"
 
 
 def check_unique(source: str, ids: list) -> None:

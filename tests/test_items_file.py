@@ -185,6 +185,11 @@ OPEN_DAMAGE = {
     ),
     "line_not_json": (lambda f: _damage_line(f, 3, b'{"id":"x","meta":'), None),
     "line_wrong_keys": (lambda f: _damage_line(f, 3, b'{"id":"x","metadata":{}}'), None),
+    "line_two_objects": (
+        lambda f: _damage_line(f, 3, b'{"id":"x","meta":{}}{"id":"y","meta":{}}'),
+        None,
+    ),
+    "line_not_utf8": (lambda f: _damage_line(f, 3, b'{"id":"\xff","meta":{}}'), None),
     "line_bad_id": (lambda f: _damage_line(f, 3, b'{"id":true,"meta":{}}'), None),
     "line_bad_path": (lambda f: _damage_line(f, 3, b'{"id":"x","meta":{"path":3}}'), None),
 }
@@ -196,6 +201,9 @@ ITEM_ERRORS = {
     "line_not_json": r"items file .*idx/items\.jsonl is corrupted at item 3 \(line 4\): not JSON",
     "line_wrong_keys": r'items\.jsonl is corrupted at item 3 \(line 4\): not an object with "id" '
     r'and "meta" only',
+    "line_two_objects": r"items\.jsonl is corrupted at item 3 \(line 4\): not JSON \(one object, "
+    r"then more\)",
+    "line_not_utf8": r"items\.jsonl is corrupted at item 3 \(line 4\): not UTF-8",
     "line_bad_id": r"items\.jsonl is corrupted at item 3 \(line 4\): ids must be str or int, "
     r"got True",
     "line_bad_path": r"items\.jsonl is corrupted at item 3 \(line 4\): metadata 'path' of item 3 "
@@ -236,6 +244,14 @@ def test_damaged_items_are_named_on_opening_or_reading(folder, damage):
         HammingIndex.load(folder)
     with pytest.raises(IndexFormatError, match=LOAD_ERRORS[damage]):
         verify_index(folder)
+
+
+def test_a_utf8_line_written_by_hand_reads_as_the_same_item(folder):
+    """The writer escapes non-ASCII; a line holding raw UTF-8 is still JSON in UTF-8."""
+    _damage_line(folder, 3, '{"id":"café","meta":{"label":"ü"}}'.encode())
+    assert MappedIndex.open(folder).item(3) == ("café", {"label": "ü"})
+    loaded = HammingIndex.load(folder)
+    assert loaded.entries()[3] == ("café", {"label": "ü"}) and len(loaded) == 40
 
 
 def test_duplicate_ids_are_found_by_load_and_verify_not_by_open(folder):
