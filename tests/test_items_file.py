@@ -185,6 +185,7 @@ OPEN_DAMAGE = {
     ),
     "line_not_json": (lambda f: _damage_line(f, 3, b'{"id":"x","meta":'), None),
     "line_wrong_keys": (lambda f: _damage_line(f, 3, b'{"id":"x","metadata":{}}'), None),
+    "line_not_an_object": (lambda f: _damage_line(f, 3, b"12"), None),
     "line_two_objects": (
         lambda f: _damage_line(f, 3, b'{"id":"x","meta":{}}{"id":"y","meta":{}}'),
         None,
@@ -201,6 +202,8 @@ ITEM_ERRORS = {
     "line_not_json": r"items file .*idx/items\.jsonl is corrupted at item 3 \(line 4\): not JSON",
     "line_wrong_keys": r'items\.jsonl is corrupted at item 3 \(line 4\): not an object with "id" '
     r'and "meta" only',
+    "line_not_an_object": r"items\.jsonl is corrupted at item 3 \(line 4\): not an object with "
+    r'"id" and "meta" only',
     "line_two_objects": r"items\.jsonl is corrupted at item 3 \(line 4\): not JSON \(one object, "
     r"then more\)",
     "line_not_utf8": r"items\.jsonl is corrupted at item 3 \(line 4\): not UTF-8",
