@@ -176,16 +176,19 @@ class ItemsFile:
             self._offsets = map_npy(f, self.offsets_path, "offsets")
         _check_offsets_header(self.offsets_path, self._offsets, self.count)
         self._file = _open(self.path, ITEMS_FILE, dir_fd, "items")
-        self.size = os.fstat(self._file.fileno()).st_size
-        if self.size != meta["items_bytes"]:
-            self._file.close()
-            raise IndexFormatError(
-                f"items file {self.path} has {self.size} bytes, the sidecar says "
-                f"{meta['items_bytes']}"
+        try:
+            self.size = os.fstat(self._file.fileno()).st_size
+            if self.size != meta["items_bytes"]:
+                raise IndexFormatError(
+                    f"items file {self.path} has {self.size} bytes, the sidecar says "
+                    f"{meta['items_bytes']}"
+                )
+            _check_offsets_ends(
+                self.offsets_path, int(self._offsets[0]), int(self._offsets[-1]), self.size
             )
-        _check_offsets_ends(
-            self.offsets_path, int(self._offsets[0]), int(self._offsets[-1]), self.size
-        )
+        except BaseException:
+            self._file.close()
+            raise
 
     def __len__(self) -> int:
         return self.count
