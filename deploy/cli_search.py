@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from deploy import dicom, dicom_header, report, search_report
-from deploy.cli_shared import load_index, make_parent, open_encoder
+from deploy.cli_shared import make_parent, open_encoder, open_for_search
 from deploy.encoder import Encoder
 from deploy.errors import printable
 from deploy.index import HammingIndex, Hit
-from deploy.mapped_index import MultiIndex
+from deploy.mapped_index import MappedIndex, MultiIndex
 
 
 def cmd_search(args) -> int:
@@ -63,19 +63,22 @@ def cmd_search(args) -> int:
 
 def _open_indexes(
     folders: list[Path], encoder: Encoder, encoder_path: Path
-) -> HammingIndex | MultiIndex:
-    """One folder: loaded as it is (its Annoy forest too); several: memory-mapped and
-    searched exactly as one index holding their items in the order given."""
+) -> HammingIndex | MappedIndex | MultiIndex:
+    """One folder: memory-mapped, or loaded when it holds an Annoy forest (searched with
+    it); several: memory-mapped and searched exactly as one index holding their items in
+    the order given."""
     if len(folders) == 1:
-        return load_index(folders[0], encoder, encoder_path)
+        return open_for_search(folders[0], encoder, encoder_path)
     return MultiIndex.open(folders, encoder.codes_id, encoder.bits)
 
 
-def _refuse_overwrites(args, sheet: Path | None, index: HammingIndex) -> None:
+def _refuse_overwrites(args, sheet: Path | None, index) -> None:
     """Before anything is encoded or written: no output over an input or an existing file."""
+    outputs = [("--report", args.report), ("--sheet", sheet)]
+    if all(path is None for _, path in outputs):
+        return  # nothing is written: no need to read every item's path (O(N))
     inputs = [(args.image, "the query image")]
     inputs += [(Path(p), "an indexed image") for _, p in index.indexed_paths()]
-    outputs = [("--report", args.report), ("--sheet", sheet)]
     report.refuse_overwrites(outputs, inputs, args.overwrite)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from deploy.encoder import Encoder
 from deploy.index import HammingIndex, IndexMismatchError
 from deploy.locking import real_path
+from deploy.mapped_index import MappedIndex
 
 
 def open_encoder(args) -> Encoder:
@@ -26,16 +27,36 @@ def load_index(folder: Path, encoder: Encoder, encoder_path: Path) -> HammingInd
             folder, expected_fingerprint=encoder.codes_id, expected_bits=encoder.bits
         )
     except IndexMismatchError as err:
-        stored = err.fingerprint
-        why = ""
-        if stored.split("+")[0] == encoder.fingerprint and stored != encoder.codes_id:
-            why = (
-                f"; the index holds {stored.partition('+')[2] or 'unlabelled'} codes of this "
-                f"model, the encoder makes {encoder.codes_id.partition('+')[2]} codes"
-            )
-        raise IndexMismatchError(
-            f"{err}{why} (the encoder is {encoder_path})", err.fingerprint, err.bits
-        ) from None
+        raise _explained(err, encoder, encoder_path) from None
+
+
+def open_for_search(
+    folder: Path, encoder: Encoder, encoder_path: Path
+) -> HammingIndex | MappedIndex:
+    """``folder`` opened for searching only: memory-mapped (O(1) in its item count for a
+    format-2 folder: codes and items stay on disk) unless it holds an Annoy forest, which
+    only the loaded :class:`HammingIndex` searches. Refuses what :func:`load_index` does.
+    Both give the same hits for an index without a forest (the exact scan)."""
+    try:
+        mapped = MappedIndex.open(
+            folder, expected_fingerprint=encoder.codes_id, expected_bits=encoder.bits
+        )
+    except IndexMismatchError as err:
+        raise _explained(err, encoder, encoder_path) from None
+    return load_index(folder, encoder, encoder_path) if mapped.n_annoy else mapped
+
+
+def _explained(err: IndexMismatchError, encoder: Encoder, encoder_path: Path) -> IndexMismatchError:
+    stored = err.fingerprint
+    why = ""
+    if stored.split("+")[0] == encoder.fingerprint and stored != encoder.codes_id:
+        why = (
+            f"; the index holds {stored.partition('+')[2] or 'unlabelled'} codes of this "
+            f"model, the encoder makes {encoder.codes_id.partition('+')[2]} codes"
+        )
+    return IndexMismatchError(
+        f"{err}{why} (the encoder is {encoder_path})", err.fingerprint, err.bits
+    )
 
 
 def make_parent(flag: str, path: Path) -> None:

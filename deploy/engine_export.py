@@ -97,11 +97,12 @@ def encode_code(engine: str, packed: np.ndarray) -> list[int] | str:
 
 def bulk_lines(engine: str, index: MappedIndex, name: str) -> Iterator[str]:
     """The bulk NDJSON lines (action, document) of every item, in position order."""
+    entries = index.entries()  # read sequentially, not one line per item
     for start in range(0, len(index), _CHUNK):
         stop = min(len(index), start + _CHUNK)
         rows = index.packed_codes(np.arange(start, stop))
         for position, code in zip(range(start, stop), rows, strict=True):
-            item_id, metadata = index.item(position)
+            item_id, metadata = next(entries)
             action = {"index": {"_index": name, "_id": str(item_id)}}
             document = {
                 CODE_FIELD: encode_code(engine, code),

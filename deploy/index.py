@@ -156,6 +156,20 @@ class HammingIndex:
     def from_config(cls, config: dict[str, Any]) -> HammingIndex:
         return cls(**config)
 
+    @classmethod
+    def from_sidecar_config(cls, folder: os.PathLike, config: dict[str, Any]) -> HammingIndex:
+        """An empty index of the config an index folder records (what :meth:`load` and
+        :meth:`deploy.mapped_index.MappedIndex.open` check it with).
+
+        Raises:
+            IndexFormatError: the config is not a valid one (naming the sidecar).
+        """
+        try:
+            return cls.from_config(config)
+        except (TypeError, ValueError) as err:
+            sidecar = os.path.join(folder, SIDECAR_FILE)
+            raise IndexFormatError(f"index sidecar {sidecar} is corrupted: {err}") from None
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -353,11 +367,7 @@ class HammingIndex:
             IndexFormatError: a file is truncated, corrupted or inconsistent (named).
         """
         stored = index_store.read_index(directory, expected_fingerprint, expected_bits)
-        try:
-            index = cls.from_config(stored.config)
-        except (TypeError, ValueError) as err:
-            sidecar = stored.path / SIDECAR_FILE
-            raise IndexFormatError(f"index sidecar {sidecar} is corrupted: {err}") from None
+        index = cls.from_sidecar_config(stored.path, stored.config)
         index._items.append(stored.packed, stored.ids, stored.metadata)
         index._annoy, index._n_annoy = stored.forest, stored.n_annoy
         index.created = stored.created

@@ -16,6 +16,8 @@ from deploy import codes
 from deploy.index_store import (
     ANNOY_FILE,
     CODES_FILE,
+    ITEMS_FILE,
+    OFFSETS_FILE,
     SIDECAR_FILE,
     IndexFormatError,
     read_index,
@@ -41,7 +43,7 @@ def index_info(folder: str | os.PathLike) -> dict[str, Any]:
     path, meta = read_sidecar(folder)
     files = {
         name: (path / name).stat().st_size
-        for name in (SIDECAR_FILE, CODES_FILE, ANNOY_FILE)
+        for name in (SIDECAR_FILE, CODES_FILE, ITEMS_FILE, OFFSETS_FILE, ANNOY_FILE)
         if (path / name).is_file()
     }
     fingerprint, _, kind = meta["fingerprint"].partition("+")
@@ -73,15 +75,17 @@ def index_info(folder: str | os.PathLike) -> dict[str, Any]:
 def verify_index(folder: str | os.PathLike) -> dict[str, Any]:
     """Re-checks every stored hash and the consistency of an index folder.
 
-    Beyond what loading checks (the sidecar's fields, counts and ids; the size and
-    sha256 of ``codes.npy`` and ``index.ann``; the forest's item and tree counts), the
+    Beyond what loading checks (the sidecar's fields and counts; the size and sha256 of
+    ``codes.npy``, ``index.ann`` and, format 2, ``items.jsonl`` and ``items_offsets.npy``;
+    the offsets against the lines, every line, the ids' types and uniqueness; the
+    forest's item and tree counts), the
     forest must hold exactly the codes of its items (a forest built from other codes
     would return wrong candidates), and there must be no ``index.ann`` when the sidecar
     records no forest.
 
     Returns:
-        :func:`index_info`'s facts plus ``ok`` (True), ``codes_sha256`` and
-        ``annoy_sha256``.
+        :func:`index_info`'s facts plus ``ok`` (True), ``codes_sha256``,
+        ``annoy_sha256``, ``items_sha256`` and ``offsets_sha256`` (both "" for format 1).
 
     Raises:
         IndexFormatError: one line naming the file at fault.
@@ -112,6 +116,8 @@ def verify_index(folder: str | os.PathLike) -> dict[str, Any]:
         **info,
         "codes_sha256": meta["codes_sha256"],
         "annoy_sha256": meta.get("annoy_sha256", ""),
+        "items_sha256": meta.get("items_sha256", ""),
+        "offsets_sha256": meta.get("offsets_sha256", ""),
     }
 
 

@@ -1,31 +1,44 @@
 """An index folder on disk: written atomically, read back only after every check passes.
 
-One folder per index (:class:`deploy.index.HammingIndex` saves and loads through here):
+One folder per index (:class:`deploy.index.HammingIndex` saves and loads through here),
+format 2 (``FORMAT_VERSION``):
 
-* ``index.json``: the sidecar: ``format_version``, ``bits``, ``metric`` ("hamming"), the
-  constructor config (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the
-  encoder ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy
-  forest / added after it was built), ``ids``, per-item ``metadata`` (e.g. path, label),
-  the sha256 of the codes and the size and sha256 of the Annoy file, ``created`` (the
-  first save) and ``modified`` (the last), UTC ISO 8601;
+* ``index.json``: the sidecar, the header only (its size does not grow with the items):
+  ``format_version``, ``bits``, ``metric`` ("hamming"), the constructor config
+  (``n_trees``, ``search_k``, ``backend``, ``annoy_min_items``), the encoder
+  ``fingerprint``, ``count``, ``n_annoy`` / ``n_delta`` (items inside the Annoy forest /
+  added after it was built), the sha256 of the codes, the size and sha256 of the Annoy
+  file, of ``items.jsonl`` (``items_bytes``, ``items_sha256``) and of
+  ``items_offsets.npy`` (``offsets_bytes``, ``offsets_sha256``), ``created`` (the first
+  save) and ``modified`` (the last), UTC ISO 8601;
 * ``codes.npy``: every item's packed code (uint8, ``codes.pack_bits`` layout), so exact
   search and the delta survive a reload;
+* ``items.jsonl`` and ``items_offsets.npy``: each item's id and metadata, one JSON line
+  per item found by its byte offsets (:mod:`deploy.items_file`), so a reader can open
+  the folder and read only the items it needs (:class:`deploy.mapped_index.MappedIndex`);
 * ``index.ann``: the Annoy forest, only when one was built.
 
+Format 1 kept ``ids`` and per-item ``metadata`` inside the sidecar and had no items
+files; it is still read everywhere (``READ_FORMATS``), and the next save of such a
+folder writes format 2.
+
 Longer than 300 lines on purpose: the writer and the reader of the format sit together
-with every check the reader makes (each field, size and hash of the three files), so
-the format and its checks change in one place.
+with every check the reader makes (each field, size and hash of the files), so the
+format and its checks change in one place; the items files' own format and checks are
+in :mod:`deploy.items_file`.
 
 The folder is replaced as a whole (:func:`deploy.atomic.atomic_directory`): a crash
 leaves the previous index, never a mix. Writers hold the folder's writer lock
 (:func:`writer_lock`); one that reads the index to update it takes the lock before
 reading, so concurrent updates are applied one after the other, none lost. Reading
-checks the sidecar's fields and types, the codes' shape and sha256 and the forest's size
-and sha256 before anything is used (Annoy maps the file as it is and can crash the
-process on a damaged one, so it never sees an unverified file), and raises
-:class:`IndexFormatError` (a ``ValueError``) naming the file for anything wrong with the
-files, ``FileNotFoundError`` when there is no index, and :class:`IndexMismatchError`
-when the index was made by another encoder or bit length.
+(:func:`read_index`, the writer's path: O(N)) checks the sidecar's fields and types,
+the codes' shape and sha256, the items files' sizes, sha256, offsets and every line,
+the ids' types and uniqueness, and the forest's size and sha256 before anything is used
+(Annoy maps the file as it is and can crash the process on a damaged one, so it never
+sees an unverified file), and raises :class:`IndexFormatError` (a ``ValueError``)
+naming the file for anything wrong with the files, ``FileNotFoundError`` when there is
+no index, and :class:`IndexMismatchError` when the index was made by another encoder
+or bit length. :func:`read_sidecar` reads the header only (O(1) for format 2).
 
 Only numpy, annoy and the standard library are imported here.
 """
@@ -44,10 +57,13 @@ from typing import Any
 import annoy
 import numpy as np
 
-from deploy import atomic, locking
+from deploy import atomic, items_file, locking
 from deploy.contract import VALID_BITS
+from deploy.index_errors import IndexFormatError, IndexMismatchError, short
+from deploy.items_file import ITEMS_FILE, OFFSETS_FILE  # noqa: F401  (the folder's names)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what is written
+READ_FORMATS = (1, 2)  # what is read: format 1 kept ids and metadata in the sidecar
 SIDECAR_FILE = "index.json"
 CODES_FILE = "codes.npy"
 ANNOY_FILE = "index.ann"
@@ -55,31 +71,14 @@ ANNOY_SEED = 0  # Annoy's forest is reproducible with a fixed seed and one build
 CONFIG_KEYS = ("bits", "fingerprint", "n_trees", "search_k", "backend", "annoy_min_items")
 _SIDECAR_TYPES = {
     "format_version": int, "metric": str, "count": int, "n_annoy": int, "n_delta": int,
-    "ids": list, "metadata": list, "codes_sha256": str, "annoy_bytes": int,
+    "codes_sha256": str, "annoy_bytes": int,
     "bits": int, "fingerprint": str, "n_trees": int, "search_k": int, "backend": str,
 }  # fmt: skip
+_ITEM_TYPES = {1: {"ids": list, "metadata": list}, 2: items_file.SIDECAR_FIELDS}
 _NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
 }
-
-
-class IndexFormatError(ValueError):
-    """An index folder's files are truncated, corrupted, inconsistent or of another format."""
-
-
-class IndexMismatchError(ValueError):
-    """An index was made by another encoder (fingerprint) or for another code length.
-
-    Attributes:
-        fingerprint: the codes identity the index records (``"<fingerprint>+float"``).
-        bits: the code length it records.
-    """
-
-    def __init__(self, message: str, fingerprint: str = "", bits: int | None = None):
-        super().__init__(message)
-        self.fingerprint = fingerprint
-        self.bits = bits
 
 
 @dataclass
@@ -173,8 +172,9 @@ def write_index(
             annoy_bytes, annoy_sha256 = 0, ""
             if forest is not None:
                 annoy_bytes = (tmp / ANNOY_FILE).stat().st_size
-                annoy_sha256 = _file_sha256(tmp / ANNOY_FILE)
-            sidecar = _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes, annoy_sha256)
+                annoy_sha256 = items_file.file_sha256(tmp / ANNOY_FILE)
+            sidecar = _sidecar(config, packed, len(ids), n_annoy, annoy_bytes, annoy_sha256)
+            sidecar.update(items_file.write_items(tmp, ids, metadata))
             sidecar.update(created=created, modified=now)
             (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
     return created
@@ -191,12 +191,16 @@ def read_index(
     meta = _read_sidecar(path)
     check_expected(folder, meta, expected_fingerprint, expected_bits)
     packed = _read_codes(folder / CODES_FILE, meta)
+    if meta["format_version"] == 1:
+        ids, metadata = meta["ids"], meta["metadata"]
+    else:
+        ids, metadata = items_file.read_items(folder, meta)
     forest = _read_annoy(folder / ANNOY_FILE, meta) if meta["n_annoy"] else None
     return StoredIndex(
         path=folder,
         config={key: meta[key] for key in CONFIG_KEYS},
-        ids=meta["ids"],
-        metadata=meta["metadata"],
+        ids=ids,
+        metadata=metadata,
         packed=packed,
         forest=forest,
         n_annoy=meta["n_annoy"],
@@ -227,47 +231,56 @@ def check_expected(
         )
 
 
-def read_sidecar(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """The folder actually read and its checked sidecar, without reading the codes or
-    the forest (cheap: what ``index info`` shows). The files' hashes are not checked."""
-    folder = atomic.recover_directory(folder)
-    return folder, _read_sidecar(folder / SIDECAR_FILE)
+def read_sidecar(
+    folder: str | os.PathLike, dir_fd: int | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The folder actually read and its checked sidecar, without reading the codes, the
+    items or the forest (what ``index info`` shows; O(1) in the item count for format 2,
+    format 1 holds every id and metadata in the sidecar). The files' hashes are not
+    checked. ``dir_fd``: an open descriptor of the (recovered) folder to read through."""
+    folder = atomic.recover_directory(folder) if dir_fd is None else Path(folder)
+    return folder, _read_sidecar(folder / SIDECAR_FILE, dir_fd)
 
 
-def _sidecar(config, packed, ids, metadata, n_annoy, annoy_bytes, annoy_sha256):
+def _sidecar(config, packed, count, n_annoy, annoy_bytes, annoy_sha256):
     return {
         "format_version": FORMAT_VERSION,
         "metric": "hamming",
         **config,
         "annoy_seed": ANNOY_SEED,
-        "count": len(ids),
+        "count": count,
         "n_annoy": n_annoy,
-        "n_delta": len(ids) - n_annoy,
+        "n_delta": count - n_annoy,
         "codes_sha256": hashlib.sha256(packed.tobytes()).hexdigest(),
         "annoy_bytes": annoy_bytes,
         "annoy_sha256": annoy_sha256,
-        "ids": ids,
-        "metadata": metadata,
     }
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no index at {path.parent}: {path.name} is missing")
+def _read_sidecar(path: Path, dir_fd: int | None = None) -> dict[str, Any]:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        with open(path.name if dir_fd is not None else path, "rb",
+                  opener=lambda name, flags: os.open(name, flags, dir_fd=dir_fd)) as f:  # fmt: skip
+            text = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"no index at {path.parent}: {path.name} is missing") from None
+    except OSError as err:
+        raise IndexFormatError(f"index sidecar {path} is unreadable: {err}") from None
+    try:
+        meta = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise IndexFormatError(f"index sidecar {path} is corrupted or truncated: {err}") from None
     corrupted = f"index sidecar {path} is corrupted"
     if not isinstance(meta, dict):
         raise IndexFormatError(f"{corrupted}: not a JSON object")
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("metric") != "hamming":
+    version = meta.get("format_version")
+    if version not in READ_FORMATS or isinstance(version, bool) or meta.get("metric") != "hamming":
         raise IndexFormatError(
-            f"index sidecar {path} has format {_short(meta.get('format_version'))} / metric "
-            f"{_short(meta.get('metric'))}; this code reads format {FORMAT_VERSION}, "
-            "metric 'hamming'"
+            f"index sidecar {path} has format {short(version)} / metric "
+            f"{short(meta.get('metric'))}; this code reads formats "
+            f"{', '.join(map(str, READ_FORMATS))}, metric 'hamming'"
         )
-    for key, kind in _SIDECAR_TYPES.items():
+    for key, kind in {**_SIDECAR_TYPES, **_ITEM_TYPES[version]}.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise IndexFormatError(f"{corrupted}: {key!r} missing or not {kind.__name__}")
     if "annoy_min_items" not in meta:
@@ -279,6 +292,16 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         raise IndexFormatError(
             f"{corrupted}: item counts disagree (count {n}, n_annoy {n_annoy}, n_delta {n_delta})"
         )
+    if version == 1:
+        _check_sidecar_items(path, meta)
+    return meta
+
+
+def _check_sidecar_items(path: Path, meta: dict[str, Any]) -> None:
+    """Format 1's ids and metadata, inside the sidecar: the checks format 2's lines get
+    from :func:`deploy.items_file.parse_line`."""
+    corrupted = f"index sidecar {path} is corrupted"
+    n = meta["count"]
     for key in ("ids", "metadata"):
         if len(meta[key]) != n:
             raise IndexFormatError(
@@ -287,19 +310,17 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     ids = meta["ids"]
     bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, str | int)), None)
     if bad is not None:
-        raise IndexFormatError(f"{corrupted}: ids must be str or int, got {_short(bad)}")
-    if len(set(ids)) != len(ids):
-        raise IndexFormatError(f"index sidecar {path} lists duplicate ids")
+        raise IndexFormatError(f"{corrupted}: ids must be str or int, got {short(bad)}")
+    items_file.check_unique(f"index sidecar {path}", ids)
     if not all(isinstance(m, dict) for m in meta["metadata"]):
         raise IndexFormatError(f"{corrupted}: metadata not dicts")
     for position, m in enumerate(meta["metadata"]):
         # The command line opens ``path`` as a file: another type is damage, not a path.
         if "path" in m and not isinstance(m["path"], str):
             raise IndexFormatError(
-                f"{corrupted}: metadata 'path' of item {position} ({_short(ids[position])}) "
-                f"is {_short(m['path'])}, not text"
+                f"{corrupted}: metadata 'path' of item {position} ({short(ids[position])}) "
+                f"is {short(m['path'])}, not text"
             )
-    return meta
 
 
 def _read_codes(path: Path, meta: dict[str, Any]) -> np.ndarray:
@@ -332,14 +353,6 @@ def _read_codes(path: Path, meta: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(n, n_bytes).copy()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_annoy(path: Path, meta: dict[str, Any]) -> annoy.AnnoyIndex:
     """The forest, loaded only after its size and sha256 match the sidecar's."""
     expected = meta.get("annoy_sha256")
@@ -355,7 +368,7 @@ def _read_annoy(path: Path, meta: dict[str, Any]) -> annoy.AnnoyIndex:
             raise OSError(f"{size} bytes, the sidecar says {meta['annoy_bytes']}")
         # A damaged forest of the right size makes Annoy abort or segfault (it follows
         # the file's offsets unchecked): verify every byte before Annoy maps it.
-        if _file_sha256(path) != expected:
+        if items_file.file_sha256(path) != expected:
             raise IndexFormatError(
                 f"Annoy file {path} is corrupted: its sha256 differs from the sidecar's"
             )
@@ -370,9 +383,3 @@ def _read_annoy(path: Path, meta: dict[str, Any]) -> annoy.AnnoyIndex:
             f"trees, the sidecar says {meta['n_annoy']} in {meta['n_trees']}"
         )
     return forest
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """repr of a value read from a file, cut short: messages stay one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,9 +1,15 @@
 """Read-only search over index folders whose codes stay on disk (memory-mapped).
 
 :class:`MappedIndex` opens an index folder (the format of :mod:`deploy.index_store`)
-without reading its codes: ``codes.npy`` is memory-mapped, so opening costs the sidecar
-only, and a search reads the pages it scans through the OS page cache (resident memory
-is the codes touched, shared between processes mapping the same file). Search is always
+without reading its codes or its items: ``codes.npy`` and ``items_offsets.npy`` are
+memory-mapped and ``items.jsonl`` is read one line per hit (:class:`deploy.items_file.
+ItemsFile`), so opening a format-2 folder costs the same at any item count, and a search
+reads the pages it scans through the OS page cache (resident memory is the codes
+touched, shared between processes mapping the same file). A format-1 folder keeps its
+ids and metadata in the sidecar, which is parsed whole: O(N), as before; the next save
+writes format 2. ``ids`` and ``indexed_paths()`` read every item: O(N) in any format.
+The files are opened through one descriptor of the folder, so they all come from the
+folder the sidecar was read from even if a writer replaces it meanwhile. Search is always
 the exact scan (:func:`deploy.sharded.sharded_topk`, threads over shards of the map); an
 Annoy forest in the folder is not used. Hits equal :meth:`deploy.index.HammingIndex.
 lookup` on the exact backend: same ids, distances, positions and tie order.
@@ -13,14 +19,20 @@ one index holding their items in the order given: each folder's exact top-k, mer
 exactly by (distance, global position) (:func:`deploy.sharded.merge_topk`), so the hits
 and their tie order equal those of one index built from all of them.
 
-What is not checked on opening: the codes' sha256 (that would read every byte, what
-``index verify`` is for). The header, dtype, shape and file size are checked against the
-sidecar; a damaged byte inside gives wrong distances, never a crash. A codes file cut
+What is not checked on opening: the sha256 of the codes and of the items files (that
+would read every byte, what ``index verify`` is for), nor that ids are unique. The
+headers, dtypes, shapes and file sizes are checked against the sidecar, and the offsets'
+first and last value; a damaged code gives wrong distances, never a crash, and a damaged
+offset or item line raises :class:`IndexFormatError` naming the file and the position
+when that item is read. A codes file cut
 short *after* it was opened would fault the process on access (SIGBUS): index writers
 replace the folder as a whole (:mod:`deploy.atomic`), they never truncate a file in
 place, so an open map keeps the old, complete file.
 
 Only numpy, the standard library and the index modules are imported here.
+
+(Over 300 lines: the two read-only index classes and the opening they share, with the
+checks each open makes; split, each part would reach into the other's internals.)
 """
 
 from __future__ import annotations
@@ -31,14 +43,18 @@ from typing import Any
 
 import numpy as np
 
-from deploy import codes, index_store
-from deploy.index import Hit
-from deploy.index_store import CODES_FILE, IndexFormatError, IndexMismatchError
+from deploy import atomic, codes, index_store
+from deploy.index import HammingIndex, Hit
+from deploy.index_store import CODES_FILE, CONFIG_KEYS, IndexFormatError, IndexMismatchError
+from deploy.items_file import ItemsFile, map_npy
 from deploy.sharded import merge_topk, sharded_topk
 
 
-def map_codes(path: str | os.PathLike, count: int, n_bytes: int) -> np.ndarray:
-    """The packed uint8 (count, n_bytes) codes of a ``codes.npy``, memory-mapped read-only.
+def map_codes(
+    path: str | os.PathLike, count: int, n_bytes: int, dir_fd: int | None = None
+) -> np.ndarray:
+    """The packed uint8 (count, n_bytes) codes of a ``codes.npy``, memory-mapped read-only
+    (``dir_fd``: an open descriptor of its folder to open it through).
 
     Raises:
         IndexFormatError: the file is missing, not a C-order uint8 .npy of that shape,
@@ -48,11 +64,14 @@ def map_codes(path: str | os.PathLike, count: int, n_bytes: int) -> np.ndarray:
     if count == 0:
         return np.empty((0, n_bytes), np.uint8)
     try:
-        packed = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:  # short file: "mmap length is greater"
+        f = os.fdopen(os.open(path.name if dir_fd is not None else path, os.O_RDONLY,
+                              dir_fd=dir_fd), "rb")  # fmt: skip
+    except OSError as err:
         raise IndexFormatError(
             f"codes file {path} is missing, truncated or corrupted: {err}"
         ) from None
+    with f:
+        packed = map_npy(f, path, "codes")
     if (
         packed.dtype != np.uint8
         or packed.shape != (count, n_bytes)
@@ -63,6 +82,23 @@ def map_codes(path: str | os.PathLike, count: int, n_bytes: int) -> np.ndarray:
             f"({count}, {n_bytes}) from the sidecar"
         )
     return packed
+
+
+class SidecarItems:
+    """A format-1 folder's items: the ids and metadata lists of its parsed sidecar, with
+    :class:`deploy.items_file.ItemsFile`'s reading methods."""
+
+    def __init__(self, meta: dict[str, Any]):
+        self._ids, self._metadata = meta["ids"], meta["metadata"]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def item(self, position: int) -> tuple[str | int, dict[str, Any]]:
+        return self._ids[position], dict(self._metadata[position])
+
+    def __iter__(self):
+        return ((i, dict(m)) for i, m in zip(self._ids, self._metadata, strict=True))
 
 
 def words_view(packed: np.ndarray) -> np.ndarray:
@@ -93,16 +129,25 @@ class _Lookups:
 class MappedIndex(_Lookups):
     """An index folder opened for exact search with its codes memory-mapped.
 
-    Use :meth:`open`. Attributes: ``path`` (the folder read), ``bits``, ``fingerprint``.
+    Use :meth:`open`. Attributes: ``path`` (the folder read), ``bits``, ``fingerprint``,
+    ``format_version``, ``n_annoy`` (items of an Annoy forest in the folder, unused here).
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], packed: np.ndarray, threads: int | None):
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        packed: np.ndarray,
+        threads: int | None,
+        items: ItemsFile | SidecarItems,
+    ):
         self.path = path
         self.bits = meta["bits"]
         self.fingerprint = meta["fingerprint"]
+        self.format_version = meta["format_version"]
+        self.n_annoy = meta["n_annoy"]  # items in a forest this class does not use
         self.threads = threads
-        self._ids = meta["ids"]
-        self._metadata = meta["metadata"]
+        self._items = items
         self._packed = packed
         self._words = words_view(packed)
 
@@ -121,29 +166,56 @@ class MappedIndex(_Lookups):
             FileNotFoundError, IndexFormatError, IndexMismatchError: as
                 :meth:`deploy.index.HammingIndex.load`.
         """
-        path, meta = index_store.read_sidecar(folder)
-        index_store.check_expected(path, meta, expected_fingerprint, expected_bits)
-        packed = map_codes(path / CODES_FILE, meta["count"], meta["bits"] // 8)
-        return cls(path, meta, packed, threads)
+        path = atomic.recover_directory(folder)
+        try:
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(
+                f"no index at {path}: {index_store.SIDECAR_FILE} is missing"
+            ) from None
+        except OSError as err:
+            raise IndexFormatError(f"index folder {path} cannot be opened: {err}") from None
+        try:
+            path, meta = index_store.read_sidecar(path, dir_fd)
+            index_store.check_expected(path, meta, expected_fingerprint, expected_bits)
+            # A config no index accepts is damage, though this class does not use it.
+            HammingIndex.from_sidecar_config(path, {k: meta[k] for k in CONFIG_KEYS})
+            packed = map_codes(path / CODES_FILE, meta["count"], meta["bits"] // 8, dir_fd)
+            if meta["format_version"] == 1:
+                items = SidecarItems(meta)
+            else:
+                items = ItemsFile(path, meta, dir_fd)
+        finally:
+            os.close(dir_fd)
+        return cls(path, meta, packed, threads, items)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._items)
 
     @property
     def ids(self) -> list[str | int]:
-        """The item ids in insertion order (a copy)."""
-        return list(self._ids)
+        """The item ids in insertion order (a new list). Reads every item: O(N)."""
+        return [i for i, _ in self._items]
 
     def item(self, position: int) -> tuple[str | int, dict[str, Any]]:
-        """(id, metadata copy) of the item at ``position``."""
-        return self._ids[position], dict(self._metadata[position])
+        """(id, metadata copy) of the item at ``position``: one line read and parsed.
+
+        Raises:
+            IndexFormatError: its offsets or its line are damaged (naming the file and
+                the position).
+        """
+        return self._items.item(position)
+
+    def entries(self):
+        """(id, metadata) of every item in position order, as an iterator: O(N), read
+        sequentially (what an export of every item uses)."""
+        return iter(self._items)
 
     def indexed_paths(self) -> list[tuple[str | int, str]]:
-        """(id, path) of every item whose metadata names its file (``"path"``)."""
+        """(id, path) of every item whose metadata names its file (``"path"``). Reads
+        every item: O(N)."""
         return [
-            (i, m["path"])
-            for i, m in zip(self._ids, self._metadata, strict=True)
-            if isinstance(m.get("path"), str) and m["path"]
+            (i, m["path"]) for i, m in self._items if isinstance(m.get("path"), str) and m["path"]
         ]
 
     def packed_codes(self, positions) -> np.ndarray:

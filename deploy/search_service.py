@@ -1,7 +1,10 @@
 """What the search service does, without HTTP: one encoder and one index, loaded once,
 searched and written by many requests at a time (:mod:`deploy.serve_app` is the web layer).
 
-Searches read the index held in memory and take no lock. Writes (add, remove) follow the
+Searches read the index held open and take no lock: memory-mapped
+(:func:`deploy.cli_shared.open_for_search`: opening a format-2 folder costs the same at
+any item count, and a hit's id and metadata are read from disk for the hits only), or
+loaded when the folder holds an Annoy forest. Writes (add, remove) follow the
 command line's rule (``index add`` / ``index remove``): the writer lock of the index
 folder (:func:`deploy.locking.writer_lock`) is taken before the index is read from disk,
 the index's own ``add``/``replace``/``remove`` change it, ``save`` writes it atomically,
@@ -41,11 +44,12 @@ from pathlib import Path
 from deploy import cine, dicom, dicom_header, report, search_report, sources
 from deploy.atomic import atomic_path, recover_directory
 from deploy.cli_manage import stored_id
-from deploy.cli_shared import load_index
+from deploy.cli_shared import load_index, open_for_search
 from deploy.encoder import Encoder
 from deploy.index import SIDECAR_FILE, HammingIndex
 from deploy.index_info import index_info
 from deploy.index_input import entry_metadata
+from deploy.mapped_index import MappedIndex
 from deploy.preprocess import ImageError
 from deploy.write_queue import WriteQueue
 
@@ -102,7 +106,7 @@ class SearchService:
         self.lock_timeout = lock_timeout
         self._reload_guard = threading.Lock()
         self._stamp = self._sidecar_stamp()
-        self._index = load_index(self.index_dir, self.encoder, self.encoder_path)
+        self._index = open_for_search(self.index_dir, self.encoder, self.encoder_path)
         self._writes = WriteQueue(
             self.index_dir,
             lambda: load_index(self.index_dir, self.encoder, self.encoder_path),
@@ -129,15 +133,15 @@ class SearchService:
                 ) from None
         return st.st_ino, st.st_mtime_ns, st.st_size
 
-    def index(self) -> HammingIndex:
-        """The current index; loaded again when another writer has replaced it on disk."""
+    def index(self) -> HammingIndex | MappedIndex:
+        """The current index; opened again when another writer has replaced it on disk."""
         stamp = self._sidecar_stamp()
         if stamp == self._stamp:
             return self._index
         with self._reload_guard:
             stamp = self._sidecar_stamp()  # taken before loading: a newer save reloads again
             if stamp != self._stamp:
-                self._index = load_index(self.index_dir, self.encoder, self.encoder_path)
+                self._index = open_for_search(self.index_dir, self.encoder, self.encoder_path)
                 self._stamp = stamp
             return self._index
 

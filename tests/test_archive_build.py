@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_files import read_items
 
 from deploy import cli, parallel_encode, sources
 from deploy.index import HammingIndex
@@ -31,8 +32,7 @@ def build_argv(art, out, *more):
 
 
 def contents(folder: Path):
-    sidecar = json.loads((folder / "index.json").read_text())
-    return (folder / "codes.npy").read_bytes(), sidecar["ids"], sidecar["metadata"]
+    return (folder / "codes.npy").read_bytes(), *read_items(folder)
 
 
 @pytest.fixture

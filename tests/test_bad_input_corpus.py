@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from index_files import edit_items, to_format_1
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
@@ -405,6 +406,14 @@ def _sidecar_not_an_object(folder):
 
 def _sidecar_field_missing(folder):
     meta = _sidecar(folder)
+    del meta["items_sha256"]
+    (folder / "index.json").write_text(json.dumps(meta))
+    return folder / "index.json", "'items_sha256' missing or not str"
+
+
+def _format_1_ids_missing(folder):
+    to_format_1(folder)
+    meta = _sidecar(folder)
     del meta["ids"]
     (folder / "index.json").write_text(json.dumps(meta))
     return folder / "index.json", "'ids' missing or not list"
@@ -422,14 +431,32 @@ def _sidecar_bad_config(folder):
     return _edit_sidecar(folder, n_trees=0), "n_trees must be an int >= 1"
 
 
-def _ids_fewer_than_count(folder):
+def _format_1_ids_fewer_than_count(folder):
+    to_format_1(folder)
     return _edit_sidecar(folder, ids=_sidecar(folder)["ids"][:-1]), "5 ids for count 6"
 
 
+def _items_fewer_than_count(folder):
+    edit_items(folder, lambda ids, metadata: (ids.pop(), metadata.pop()))
+    return folder / "items_offsets.npy", "expected little-endian uint64 (7,) from the sidecar"
+
+
+def _items_line_damaged(folder):
+    data = bytearray((folder / "items.jsonl").read_bytes())
+    data[3] = ord("#")  # inside the first line's "id": found by its sha256
+    (folder / "items.jsonl").write_bytes(bytes(data))
+    return folder / "items.jsonl", "its sha256 differs from the sidecar's"
+
+
+def _items_missing(folder):
+    (folder / "items.jsonl").unlink()
+    return folder / "items.jsonl", "is missing or unreadable"
+
+
 def _ids_and_count_fewer_than_codes(folder):
-    meta = _sidecar(folder)
-    _edit_sidecar(folder, ids=meta["ids"][:-1], metadata=meta["metadata"][:-1], count=5, n_delta=5)
-    return folder / "codes.npy", "holds uint8 (6, 8), expected uint8 (5, 8)"
+    edit_items(folder, lambda ids, metadata: (ids.pop(), metadata.pop()))
+    _edit_sidecar(folder, count=5, n_delta=5)
+    return folder / "codes.npy", "holds uint8 (6, 8), expected C-order uint8 (5, 8)"
 
 
 def _sidecar_missing(folder):
@@ -446,16 +473,18 @@ INDEX_CASES = {
     "wrong_encoder_fingerprint": _wrong_fingerprint,
     "wrong_encoder_bits": _wrong_bits,
     "codes_file_truncated": _codes_truncated,
-    "codes_file_corrupted": _codes_corrupted,
     "codes_file_missing": _codes_missing,
     "sidecar_not_json": _sidecar_not_json,
     "sidecar_truncated": _sidecar_truncated,
     "sidecar_not_an_object": _sidecar_not_an_object,
     "sidecar_field_missing": _sidecar_field_missing,
+    "format_1_ids_missing": _format_1_ids_missing,
     "sidecar_field_wrong_type": _sidecar_field_wrong_type,
     "sidecar_other_format": _sidecar_other_format,
     "sidecar_bad_config": _sidecar_bad_config,
-    "ids_fewer_than_count": _ids_fewer_than_count,
+    "format_1_ids_fewer_than_count": _format_1_ids_fewer_than_count,
+    "items_fewer_than_count": _items_fewer_than_count,
+    "items_missing": _items_missing,
     "ids_and_count_fewer_than_codes": _ids_and_count_fewer_than_codes,
     "sidecar_missing": _sidecar_missing,
     "index_folder_missing": _index_folder_missing,
@@ -467,6 +496,22 @@ def test_bad_index_search_cli_prints_one_line(encoder, images, index, capsys, ca
     culprit, problem = INDEX_CASES[case](index)
     argv = ["search", "--index", index, "--encoder", encoder, "--image", images / "img0.png"]
     rc, out, err = run(capsys, deploy_cli.main, *argv)
+    assert_one_error(rc, err, culprit, problem)
+    assert out == ""
+
+
+# Damage only the stored sha256 can show: search opens a folder without reading every
+# byte (memory-mapped, O(1) in the item count), `index verify` reads them all.
+HASH_CASES = {
+    "codes_file_corrupted": _codes_corrupted,
+    "items_line_damaged": _items_line_damaged,
+}
+
+
+@pytest.mark.parametrize("case", HASH_CASES)
+def test_damage_only_a_hash_shows_is_found_by_verify(encoder, images, index, capsys, case):
+    culprit, problem = HASH_CASES[case](index)
+    rc, out, err = run(capsys, deploy_cli.main, "index", "verify", "--index", index)
     assert_one_error(rc, err, culprit, problem)
     assert out == ""
 

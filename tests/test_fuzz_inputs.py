@@ -13,6 +13,7 @@ At most 50 examples per test, derandomised: the same examples on every run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 
@@ -24,6 +25,7 @@ from PIL import Image
 
 from deploy import codes
 from deploy.index import HammingIndex, IndexFormatError
+from deploy.mapped_index import MappedIndex
 from keras_ynet.dataset import DatasetError, load_dataset
 from keras_ynet.dataset_csv import REQUIRED_COLUMNS
 
@@ -190,8 +192,8 @@ def check_index(folder, data: bytes) -> None:
 
 SIDECAR_KEYS = (
     "format_version", "metric", "bits", "fingerprint", "n_trees", "search_k", "backend",
-    "annoy_min_items", "count", "n_annoy", "n_delta", "codes_sha256", "annoy_bytes", "ids",
-    "metadata",
+    "annoy_min_items", "count", "n_annoy", "n_delta", "codes_sha256", "annoy_bytes",
+    "items_bytes", "items_sha256", "offsets_bytes", "offsets_sha256",
 )  # fmt: skip
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -233,3 +235,33 @@ def test_mutated_sidecar_loads_or_gives_index_format_error(index_folder, changes
         else:
             meta[key] = value
     check_index(folder, json.dumps(meta).encode())
+
+
+@FUZZ
+@given(at=st.integers(0, 10**6), data=st.binary(min_size=1, max_size=12))
+def test_mutated_items_file_reads_or_gives_index_format_error(index_folder, at, data):
+    """Bytes of items.jsonl overwritten (its size kept, its sha256 recorded, so only the
+    lines' own checks can tell): every item reads, or IndexFormatError names the file."""
+    folder, valid = index_folder
+    original = (folder / "items.jsonl").read_bytes()
+    start = at % len(original)
+    damaged = (original[:start] + data + original[start + len(data) :])[: len(original)]
+    meta = {**valid, "items_sha256": hashlib.sha256(damaged).hexdigest()}
+    try:
+        (folder / "index.json").write_text(json.dumps(meta))
+        (folder / "items.jsonl").write_bytes(damaged)
+        mapped = MappedIndex.open(folder)
+        for position in range(5):
+            try:
+                id_, metadata = mapped.item(position)
+            except IndexFormatError as err:
+                assert str(folder / "items.jsonl") in str(err) and f"item {position}" in str(err)
+            else:
+                assert isinstance(id_, str | int) and isinstance(metadata, dict)
+        try:
+            HammingIndex.load(folder)
+        except IndexFormatError as err:
+            assert str(folder) in str(err)
+    finally:
+        (folder / "items.jsonl").write_bytes(original)
+        (folder / "index.json").write_text(json.dumps(valid))

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from index_files import edit_items, read_ids
 
 from deploy import codes, index_store
 from deploy.index import HammingIndex, Hit, IndexFormatError, IndexMismatchError
@@ -137,7 +138,8 @@ def test_save_load_round_trip(tmp_path, backend):
     sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
     expected_annoy = 250 if backend == "annoy" else 0
     assert (sidecar["n_annoy"], sidecar["n_delta"]) == (expected_annoy, 300 - expected_annoy)
-    assert sidecar["metric"] == "hamming" and sidecar["ids"][:2] == ["img0", "img1"]
+    assert sidecar["metric"] == "hamming" and sidecar["format_version"] == 2
+    assert read_ids(tmp_path / "idx")[:2] == ["img0", "img1"]
     assert (tmp_path / "idx" / "index.ann").exists() == (backend == "annoy")
     loaded.save(tmp_path / "idx")  # overwrite the folder its own forest is mapped from
     reloaded = HammingIndex.load(tmp_path / "idx")
@@ -201,8 +203,8 @@ def _edit_sidecar(folder, edit):
     (folder / "index.json").write_text(json.dumps(meta))
 
 
-def _duplicate_ids(meta):
-    meta["ids"][1] = meta["ids"][0]
+def _duplicate_ids(ids, metadata):
+    ids[1] = ids[0]
 
 
 CORRUPTIONS = {
@@ -223,16 +225,24 @@ CORRUPTIONS = {
         r"index\.ann is missing, truncated or corrupted",
     ),
     "duplicate_ids": (
-        lambda f: _edit_sidecar(f, _duplicate_ids),
-        r"index\.json lists duplicate ids",
+        lambda f: edit_items(f, _duplicate_ids),
+        r"items\.jsonl lists duplicate ids",
     ),
     "bad_bits": (
         lambda f: _edit_sidecar(f, lambda m: m.update(bits=48)),
         r"index\.json is corrupted: bits must be one of",
     ),
-    "ids_missing": (
-        lambda f: _edit_sidecar(f, lambda m: m.pop("ids")),
-        r"index\.json is corrupted: 'ids' missing",
+    "items_hash_missing": (
+        lambda f: _edit_sidecar(f, lambda m: m.pop("items_sha256")),
+        r"index\.json is corrupted: 'items_sha256' missing",
+    ),
+    "items_flipped": (
+        lambda f: _flip_last_byte(f, "items.jsonl"),
+        r"items\.jsonl is corrupted: its sha256",
+    ),
+    "offsets_truncated": (
+        lambda f: _truncate(f, "items_offsets.npy", 8),
+        r"items_offsets\.npy has \d+ bytes, the sidecar says",
     ),
 }
 

@@ -17,7 +17,7 @@ from PIL import Image
 from test_deploy import REPO, run_cli
 from test_image_formats import write_dicom
 
-from deploy import cine, cli, index_store, sources
+from deploy import cine, cli, items_file, sources
 from deploy.index import BACKENDS, HammingIndex, IndexFormatError
 from deploy.index_info import index_info, verify_index
 
@@ -108,12 +108,13 @@ def test_info_and_verify_report_the_files(tmp_path):
     index.save(tmp_path / "idx")
     info = index_info(tmp_path / "idx")
     sizes = {name: os.path.getsize(tmp_path / "idx" / name)
-             for name in ("index.json", "codes.npy", "index.ann")}  # fmt: skip
+             for name in ("index.json", "codes.npy", "items.jsonl", "items_offsets.npy",
+                          "index.ann")}  # fmt: skip
     assert {k: info[k] for k in ("items", "bits", "backend", "search", "n_annoy", "n_delta",
                                  "codes", "fingerprint", "code_kind", "format_version")} == {
         "items": 6, "bits": 64, "backend": "annoy", "search": "annoy", "n_annoy": 6,
         "n_delta": 0, "codes": "enc-1+float", "fingerprint": "enc-1", "code_kind": "float",
-        "format_version": 1,
+        "format_version": 2,
     }  # fmt: skip
     assert info["files"] == sizes and info["bytes"] == sum(sizes.values())
     assert sizes["codes.npy"] == 128 + 6 * 8  # the .npy v1.0 header is 128 bytes here
@@ -121,6 +122,17 @@ def test_info_and_verify_report_the_files(tmp_path):
     assert result["ok"] is True
     packed = np.packbits(np.eye(64, dtype=np.uint8)[:6], axis=-1)  # bytes 0x80, 0x40, ...
     assert result["codes_sha256"] == hashlib.sha256(packed.tobytes()).hexdigest()
+    lines = "".join(f'{{"id":"i{i}","meta":{{"n":{i}}}}}\n' for i in range(6)).encode()
+    assert (tmp_path / "idx" / "items.jsonl").read_bytes() == lines
+    assert result["items_sha256"] == hashlib.sha256(lines).hexdigest()
+    offsets = np.load(tmp_path / "idx" / "items_offsets.npy")
+    assert offsets.dtype == np.dtype("<u8") and offsets.tolist() == [0] + [
+        sum(len(f'{{"id":"i{i}","meta":{{"n":{i}}}}}\n') for i in range(j + 1)) for j in range(6)
+    ]
+    assert (
+        result["offsets_sha256"]
+        == hashlib.sha256((tmp_path / "idx" / "items_offsets.npy").read_bytes()).hexdigest()
+    )
 
 
 def test_verify_finds_a_forest_of_other_codes(tmp_path):
@@ -135,7 +147,7 @@ def test_verify_finds_a_forest_of_other_codes(tmp_path):
     # check passes, only the comparison of the forest with the codes can tell.
     shutil.copy(tmp_path / "other" / "index.ann", tmp_path / "idx" / "index.ann")
     sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
-    sidecar["annoy_sha256"] = index_store._file_sha256(tmp_path / "idx" / "index.ann")
+    sidecar["annoy_sha256"] = items_file.file_sha256(tmp_path / "idx" / "index.ann")
     (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
     HammingIndex.load(tmp_path / "idx")  # loads: the files agree with the sidecar
     with pytest.raises(IndexFormatError, match=r"idx/index\.ann holds another code for item 0"):

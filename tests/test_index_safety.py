@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_files import edit_items, read_ids
 from test_bad_input_corpus import make_encoder, write_png
 
 from deploy import atomic
@@ -60,7 +61,7 @@ def build(capsys, encoder, out: Path, images: list[Path], *more) -> Path:
 
 
 def ids_of(folder: Path) -> list:
-    return json.loads((folder / "index.json").read_text())["ids"]
+    return read_ids(folder)
 
 
 # 1. Concurrent writers --------------------------------------------------------------------
@@ -286,8 +287,8 @@ def test_saved_files_and_folders_get_the_umask_modes(tmp_path, umask, dir_mode, 
     assert done.returncode == 0, done.stderr
     assert mode(tmp_path / "idx") == dir_mode
     files = sorted(os.listdir(tmp_path / "idx"))
-    assert files == ["codes.npy", "index.ann", "index.json"]
-    assert [mode(tmp_path / "idx" / name) for name in files] == [file_mode] * 3
+    assert files == ["codes.npy", "index.ann", "index.json", "items.jsonl", "items_offsets.npy"]
+    assert [mode(tmp_path / "idx" / name) for name in files] == [file_mode] * 5
     assert mode(tmp_path / "run.json") == file_mode
     assert sorted(os.listdir(tmp_path)) == ["idx", "run.json"]
 
@@ -454,10 +455,10 @@ def test_report_never_shows_a_file_an_edited_index_points_to(encoder, pngs, tmp_
     images = build(capsys, encoder, tmp_path / "idx", pngs[:3])
     private = tmp_path / "private.png"
     shutil.copy(pngs[7], private)
-    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
-    victim = sidecar["ids"].index("p1.png")
-    sidecar["metadata"][victim]["path"] = str(private)  # the codes are untouched
-    (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
+    # The codes are untouched.
+    edit_items(
+        tmp_path / "idx", lambda ids, meta: meta[ids.index("p1.png")].update(path=str(private))
+    )
     report = tmp_path / "why.html"
     rc, _, err = cli(capsys, "search", "--index", tmp_path / "idx", "--encoder", encoder,
                      "--image", images / "p0.png", "-k", 3, "--report", report)  # fmt: skip
@@ -584,11 +585,10 @@ def test_outputs_under_a_file_and_bad_sidecar_paths_are_named(encoder, pngs, tmp
         f"error: --report {tmp_path / 'afile' / 'r.html'}: cannot create the folder "
         f"{tmp_path / 'afile'}: a part of it is a file\n"
     )
-    sidecar = json.loads((tmp_path / "idx" / "index.json").read_text())
-    sidecar["metadata"][1]["path"] = ["not", "a", "path"]
-    (tmp_path / "idx" / "index.json").write_text(json.dumps(sidecar))
+    edit_items(tmp_path / "idx", lambda ids, meta: meta[1].update(path=["not", "a", "path"]))
     rc, _, err = cli(capsys, *search)
     assert rc == 1 and err == (
-        f"error: index sidecar {tmp_path / 'idx' / 'index.json'} is corrupted: metadata 'path' "
-        f"of item 1 ({sidecar['ids'][1]!r}) is ['not', 'a', 'path'], not text\n"
+        f"error: items file {tmp_path / 'idx' / 'items.jsonl'} is corrupted at item 1 (line 2): "
+        f"metadata 'path' of item 1 ({read_ids(tmp_path / 'idx')[1]!r}) is ['not', 'a', 'path'], "
+        "not text\n"
     )

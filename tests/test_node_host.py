@@ -17,6 +17,7 @@ from PIL import Image
 from test_image_formats import png_bytes
 
 from deploy import codes
+from deploy.index import HammingIndex
 from deploy.preprocess import load_image, prepare_image
 from export.contract_writer import build_contract, write_contract
 from export.onnx_export import export_onnx, run_onnx
@@ -198,4 +199,41 @@ def test_node_host_checks_itself_against_golden_json(art, tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith(
         f"error: {folder}/golden.json: image golden/g0_grey_exact.png: code "
+    )
+
+
+FORMAT1 = REPO / "tests" / "data" / "index_format1"
+
+
+def test_node_search_reads_format_1_and_2_as_python(tmp_path):
+    """The format-1 fixture and its format-2 save give Python's hits; a damaged line of
+    items.jsonl is named with its position, as in Python."""
+    from deploy.mapped_index import MappedIndex
+    from deploy.search_report import hit_json
+
+    HammingIndex.load(FORMAT1).save(tmp_path / "v2")
+    query = "f63ed9a6ee155bc9"  # item 0's code
+    python = [hit_json(h) for h in MappedIndex.open(FORMAT1).lookup(
+        np.frombuffer(bytes.fromhex(query), np.uint8), 6)]  # fmt: skip
+    assert [(h["id"], h["distance"]) for h in python] == [
+        ("case-001", 0),
+        (7, 31),
+        ("café/ü.png", 32),
+        ("case-002", 34),
+        (42, 34),
+        ("case-005", 35),
+    ]  # a tie at 34: position order
+    for folder in (FORMAT1, tmp_path / "v2"):
+        result = run_search("--index", folder, "--code", query, "-k", 6, "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["results"] == python
+    lines = (tmp_path / "v2" / "items.jsonl").read_bytes().split(b"\n")
+    lines[2] = b"#" * len(lines[2])  # item 2 (id 7, the second hit): same size, not JSON
+    (tmp_path / "v2" / "items.jsonl").write_bytes(b"\n".join(lines))
+    result = run_search("--index", tmp_path / "v2", "--code", query, "-k", 1)
+    assert (result.returncode, result.stdout) == (0, "1 case-001 0\n")  # item 2 is not read
+    result = run_search("--index", tmp_path / "v2", "--code", query, "-k", 2)
+    assert result.returncode == 1 and result.stderr.startswith(
+        f"error: items file {tmp_path / 'v2' / 'items.jsonl'} is corrupted at item 2 (line 3): "
+        "not JSON"
     )

@@ -17,7 +17,9 @@ const fs = require("fs");
 const path = require("path");
 const { openEncoder, encodePng, toHex } = require("./encode");
 
-const INDEX_FORMAT_VERSION = 1;
+// Format 1 keeps ids and metadata in index.json; format 2 in items.jsonl, one line per
+// item found through items_offsets.npy, so only the hits' lines are read.
+const INDEX_FORMATS = [1, 2];
 const VALID_BITS = [32, 64, 128, 256, 512, 1024];
 
 function usage(message) {
@@ -58,41 +60,120 @@ function parseArgs(argv) {
 const sha256 = (bytes) => crypto.createHash("sha256").update(bytes).digest("hex");
 
 // ------------------------------------------------------------------ the index folder
-// codes.npy: NPY 1.0/2.0, uint8, C order, shape (count, bits / 8); the sidecar records
-// the sha256 of the code bytes (the data after the header), checked before any use.
-function readNpyCodes(file, count, nBytes) {
-  let buf;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (err) {
-    throw new Error(`codes file ${file} is missing, truncated or corrupted (${err.code})`);
-  }
+// An .npy file's header: { descr, fortran, shape, start } (start: the data's first byte).
+function npyHeader(buf, file, what) {
   const magic = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
   if (buf.length < 10 || !buf.subarray(0, 6).equals(magic))
-    throw new Error(`codes file ${file} is missing, truncated or corrupted: not an .npy file`);
+    throw new Error(`${what} file ${file} is missing, truncated or corrupted: not an .npy file`);
   const major = buf[6];
   if (major !== 1 && major !== 2)
-    throw new Error(`codes file ${file}: unsupported .npy format version ${major}`);
+    throw new Error(`${what} file ${file}: unsupported .npy format version ${major}`);
   const lenBytes = major === 1 ? 2 : 4;
   const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
   const start = 8 + lenBytes + headerLen;
   const header = buf.subarray(8 + lenBytes, start).toString("latin1");
   const descr = /'descr':\s*'([^']*)'/.exec(header);
   const fortran = /'fortran_order':\s*(True|False)/.exec(header);
-  const shape = /'shape':\s*\(\s*(\d+)\s*,\s*(\d+)\s*,?\s*\)/.exec(header);
-  if (!descr || !fortran || !shape || !["|u1", "<u1", ">u1"].includes(descr[1]) ||
-      Number(shape[1]) !== count || Number(shape[2]) !== nBytes ||
-      (fortran[1] === "True" && count > 1))
+  const shape = /'shape':\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?,?\s*\)/.exec(header);
+  return {
+    text: header.trim(),
+    descr: descr && descr[1],
+    fortran: fortran && fortran[1] === "True",
+    shape: shape && [Number(shape[1]), ...(shape[2] === undefined ? [] : [Number(shape[2])])],
+    start,
+  };
+}
+
+function readFile(file, what) {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new Error(`${what} file ${file} is missing, truncated or corrupted (${err.code})`);
+  }
+}
+
+// codes.npy: NPY 1.0/2.0, uint8, C order, shape (count, bits / 8); the sidecar records
+// the sha256 of the code bytes (the data after the header), checked before any use.
+function readNpyCodes(file, count, nBytes) {
+  const buf = readFile(file, "codes");
+  const h = npyHeader(buf, file, "codes");
+  if (!h.descr || h.fortran === null || !h.shape || h.shape.length !== 2 ||
+      !["|u1", "<u1", ">u1"].includes(h.descr) || h.shape[0] !== count || h.shape[1] !== nBytes ||
+      (h.fortran && count > 1))
     throw new Error(
-      `codes file ${file} holds ${header.trim()}, expected uint8 (${count}, ${nBytes}) from the sidecar`,
+      `codes file ${file} holds ${h.text}, expected uint8 (${count}, ${nBytes}) from the sidecar`,
     );
-  const data = buf.subarray(start);
+  const data = buf.subarray(h.start);
   if (data.length !== count * nBytes)
     throw new Error(
       `codes file ${file} is missing, truncated or corrupted: ${data.length} bytes of codes, ` +
         `expected ${count * nBytes}`,
     );
   return data;
+}
+
+// Format 2's items: items_offsets.npy (little-endian uint64, count + 1 byte offsets, first
+// 0, last the size of items.jsonl; its size and sha256 are checked, it is read whole) and
+// items.jsonl, of which only the line of an item asked for is read and checked, as
+// Python's MappedIndex does (its sha256 is what `index verify` checks).
+function openItems(folder, meta) {
+  const itemsPath = path.join(folder, "items.jsonl");
+  const offsetsPath = path.join(folder, "items_offsets.npy");
+  const buf = readFile(offsetsPath, "offsets");
+  if (buf.length !== meta.offsets_bytes || sha256(buf) !== meta.offsets_sha256)
+    throw new Error(`offsets file ${offsetsPath} is corrupted: its size or sha256 differs from the sidecar's`);
+  const h = npyHeader(buf, offsetsPath, "offsets");
+  const count = meta.count;
+  if (h.descr !== "<u8" || h.fortran === null || !h.shape || h.shape.length !== 1 ||
+      h.shape[0] !== count + 1 || buf.length - h.start !== 8 * (count + 1))
+    throw new Error(
+      `offsets file ${offsetsPath} holds ${h.text}, expected little-endian uint64 (${count + 1},) from the sidecar`,
+    );
+  const offset = (p) => Number(buf.readBigUInt64LE(h.start + 8 * p));
+  let fd;
+  try {
+    fd = fs.openSync(itemsPath, "r");
+  } catch (err) {
+    throw new Error(`items file ${itemsPath} is missing or unreadable (${err.code})`);
+  }
+  const size = fs.fstatSync(fd).size;
+  if (size !== meta.items_bytes)
+    throw new Error(`items file ${itemsPath} has ${size} bytes, the sidecar says ${meta.items_bytes}`);
+  if (offset(0) !== 0 || offset(count) !== size)
+    throw new Error(
+      `offsets file ${offsetsPath} is corrupted: it runs from ${offset(0)} to ${offset(count)}, ` +
+        `the items file has ${size} bytes (expected 0 to ${size})`,
+    );
+  return (p) => {
+    const where = `items file ${itemsPath} is corrupted at item ${p} (line ${p + 1})`;
+    const start = offset(p);
+    const end = offset(p + 1);
+    if (!(start >= 0 && start < end && end <= size))
+      throw new Error(
+        `offsets file ${offsetsPath} is corrupted at item ${p}: line [${start}, ${end}) is not ` +
+          `inside the ${size} bytes of ${itemsPath}`,
+      );
+    const before = start ? 1 : 0; // the byte before a line is a line break
+    const data = Buffer.alloc(end - start + before);
+    const got = fs.readSync(fd, data, 0, data.length, start - before);
+    const line = data.subarray(before);
+    if (got !== data.length || (before && data[0] !== 0x0a) || line.indexOf(0x0a) !== line.length - 1)
+      throw new Error(`${where}: line [${start}, ${end}) is not one whole line`);
+    let entry;
+    try {
+      entry = JSON.parse(line.subarray(0, -1).toString("utf8"));
+    } catch (err) {
+      throw new Error(`${where}: not JSON (${err.message})`);
+    }
+    const keys = entry && typeof entry === "object" && !Array.isArray(entry) ? Object.keys(entry).sort() : [];
+    if (keys.length !== 2 || keys[0] !== "id" || keys[1] !== "meta")
+      throw new Error(`${where}: not an object with "id" and "meta" only`);
+    if (typeof entry.id !== "string" && !Number.isInteger(entry.id))
+      throw new Error(`${where}: ids must be str or int`);
+    if (!entry.meta || typeof entry.meta !== "object" || Array.isArray(entry.meta))
+      throw new Error(`${where}: metadata not a dict`);
+    return { id: entry.id, meta: entry.meta };
+  };
 }
 
 function loadIndex(folder) {
@@ -110,19 +191,28 @@ function loadIndex(folder) {
   const bad = (what) => {
     throw new Error(`index sidecar ${sidecarPath} is corrupted: ${what}`);
   };
-  if (meta.format_version !== INDEX_FORMAT_VERSION || meta.metric !== "hamming")
-    bad(`format ${meta.format_version} / metric ${meta.metric}; this host reads format 1, hamming`);
+  if (!INDEX_FORMATS.includes(meta.format_version) || meta.metric !== "hamming")
+    bad(`format ${meta.format_version} / metric ${meta.metric}; this host reads formats ${INDEX_FORMATS}, hamming`);
   if (!VALID_BITS.includes(meta.bits)) bad(`bits must be one of ${VALID_BITS}`);
-  if (!Number.isInteger(meta.count) || !Array.isArray(meta.ids) || meta.ids.length !== meta.count)
-    bad("count and ids disagree");
-  if (!Array.isArray(meta.metadata) || meta.metadata.length !== meta.count)
-    bad("count and metadata disagree");
-  if (new Set(meta.ids).size !== meta.ids.length) bad("duplicate ids");
+  if (!Number.isInteger(meta.count) || meta.count < 0) bad("count is not an integer >= 0");
+  let item;
+  if (meta.format_version === 1) {
+    if (!Array.isArray(meta.ids) || meta.ids.length !== meta.count) bad("count and ids disagree");
+    if (!Array.isArray(meta.metadata) || meta.metadata.length !== meta.count)
+      bad("count and metadata disagree");
+    if (new Set(meta.ids).size !== meta.ids.length) bad("duplicate ids");
+    item = (p) => ({ id: meta.ids[p], meta: meta.metadata[p] || {} });
+  } else {
+    for (const [key, type] of [["items_bytes", "number"], ["items_sha256", "string"],
+                               ["offsets_bytes", "number"], ["offsets_sha256", "string"]]) // prettier-ignore
+      if (typeof meta[key] !== type) bad(`'${key}' missing or not ${type === "number" ? "int" : "str"}`);
+    item = openItems(folder, meta);
+  }
   const codesPath = path.join(folder, "codes.npy");
   const codes = readNpyCodes(codesPath, meta.count, meta.bits / 8);
   if (sha256(codes) !== meta.codes_sha256)
     throw new Error(`codes file ${codesPath} is corrupted: its sha256 differs from the sidecar's`);
-  return { bits: meta.bits, codesId: meta.fingerprint, ids: meta.ids, metadata: meta.metadata, codes };
+  return { bits: meta.bits, codesId: meta.fingerprint, item, codes };
 }
 
 // ------------------------------------------------------------------ exact top-k
@@ -149,8 +239,8 @@ function topK(codes, nBytes, query, k) {
 
 function hitsOf(index, query, k) {
   return topK(index.codes, index.bits / 8, query, k).map(({ position, distance }, r) => {
-    const m = index.metadata[position] || {};
-    const hit = { rank: r + 1, id: index.ids[position], distance, label: m.label ?? "",
+    const { id, meta: m } = index.item(position);
+    const hit = { rank: r + 1, id, distance, label: m.label ?? "",
                   path: m.path ?? "" }; // prettier-ignore
     if (m.dicom !== undefined) hit.dicom = m.dicom;
     return hit;
@@ -202,8 +292,7 @@ async function check(goldenPath, dataDir) {
   const s = golden.search;
   const index = {
     bits: golden.bits,
-    ids: s.index_ids,
-    metadata: s.index_ids.map(() => ({})),
+    item: (p) => ({ id: s.index_ids[p], meta: {} }),
     codes: Buffer.concat(s.index_ids.map((id) => Buffer.from(parseHex(byId.get(id).code, nBytes, id)))),
   };
   for (const q of s.queries) {
