@@ -166,7 +166,9 @@ class ItemsFile:
         self.path = folder / ITEMS_FILE
         self.offsets_path = folder / OFFSETS_FILE
         self.count = meta["count"]
-        with _open(self.offsets_path, OFFSETS_FILE, dir_fd, "offsets") as f:
+        # Kept open (with the items file) so check_hashes reads the very files mapped.
+        self._offsets_file = f = _open(self.offsets_path, OFFSETS_FILE, dir_fd, "offsets")
+        try:
             size = os.fstat(f.fileno()).st_size
             if size != meta["offsets_bytes"]:
                 raise IndexFormatError(
@@ -174,6 +176,9 @@ class ItemsFile:
                     f"{meta['offsets_bytes']}"
                 )
             self._offsets = map_npy(f, self.offsets_path, "offsets")
+        except BaseException:
+            f.close()
+            raise
         _check_offsets_header(self.offsets_path, self._offsets, self.count)
         self._file = _open(self.path, ITEMS_FILE, dir_fd, "items")
         try:
@@ -188,6 +193,7 @@ class ItemsFile:
             )
         except BaseException:
             self._file.close()
+            self._offsets_file.close()
             raise
 
     def __len__(self) -> int:
@@ -195,6 +201,20 @@ class ItemsFile:
 
     def close(self) -> None:
         self._file.close()
+        self._offsets_file.close()
+
+    def check_hashes(self, meta: dict[str, Any]) -> None:
+        """Compares the sha256 of the open items and offsets files with the sidecar's
+        (reads both whole: O(N)); raises IndexFormatError naming the file that differs."""
+        if _fd_sha256(self._file) != meta["items_sha256"]:
+            raise IndexFormatError(
+                f"items file {self.path} is corrupted: its sha256 differs from the sidecar's"
+            )
+        if _fd_sha256(self._offsets_file) != meta["offsets_sha256"]:
+            raise IndexFormatError(
+                f"offsets file {self.offsets_path} is corrupted: its sha256 differs from the "
+                "sidecar's"
+            )
 
     def item(self, position: int) -> tuple[str | int, dict[str, Any]]:
         """(id, metadata) of the item at ``position`` (negative counts from the end)."""
@@ -327,6 +347,14 @@ def map_npy(f: BinaryIO, path: Path, what: str) -> np.ndarray:
         return np.memmap(f, dtype=dtype, mode="r", offset=start, shape=tuple(shape))
     except (OSError, ValueError, EOFError, SyntaxError) as err:
         raise IndexFormatError(f"{broken}: {err}") from None
+
+
+def _fd_sha256(f: BinaryIO) -> str:
+    """sha256 of an open file, read by position (its file offset is left alone)."""
+    digest, size = hashlib.sha256(), os.fstat(f.fileno()).st_size
+    for start in range(0, size, _CHUNK):
+        digest.update(os.pread(f.fileno(), min(_CHUNK, size - start), start))
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -37,6 +37,7 @@ checks each open makes; split, each part would reach into the other's internals.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,26 @@ from deploy.index import HammingIndex, Hit
 from deploy.index_store import CODES_FILE, CONFIG_KEYS, IndexFormatError, IndexMismatchError
 from deploy.items_file import ItemsFile, map_npy
 from deploy.sharded import merge_topk, sharded_topk
+
+
+# Folders up to this size are hashed on every open (sha256 runs at about 1 GB/s here).
+VERIFY_MAX_BYTES = 64 << 20
+
+
+def _check_hashes(path: Path, meta: dict[str, Any], packed: np.ndarray, items) -> None:
+    """The sha256 checks of :meth:`MappedIndex.open` (``verify``), on the open files."""
+    try:
+        if hashlib.sha256(np.ascontiguousarray(packed).data).hexdigest() != meta["codes_sha256"]:
+            raise IndexFormatError(
+                f"codes file {path / CODES_FILE} is corrupted: its sha256 differs from the "
+                "sidecar's"
+            )
+        if isinstance(items, ItemsFile):
+            items.check_hashes(meta)
+    except BaseException:
+        if isinstance(items, ItemsFile):
+            items.close()
+        raise
 
 
 def map_codes(
@@ -158,9 +179,16 @@ class MappedIndex(_Lookups):
         expected_fingerprint: str | None = None,
         expected_bits: int | None = None,
         threads: int | None = None,
+        verify: bool | None = None,
     ) -> MappedIndex:
         """Opens ``folder`` (checked sidecar, mapped codes); ``threads``: scan threads
         (None: every usable CPU).
+
+        ``verify``: also compare the sha256 of the codes and items files with the
+        sidecar's, which reads them whole. None (the default) verifies a folder whose
+        files total at most :data:`VERIFY_MAX_BYTES` (a few tens of milliseconds), so an
+        index of ordinary size is checked on every open as ``HammingIndex.load`` checks
+        it, and a large one opens in O(1) and is checked by ``index verify``.
 
         Raises:
             FileNotFoundError, IndexFormatError, IndexMismatchError: as
@@ -185,6 +213,9 @@ class MappedIndex(_Lookups):
                 items = SidecarItems(meta)
             else:
                 items = ItemsFile(path, meta, dir_fd)
+            size = packed.nbytes + meta.get("items_bytes", 0) + meta.get("offsets_bytes", 0)
+            if verify or (verify is None and size <= VERIFY_MAX_BYTES):
+                _check_hashes(path, meta, packed, items)
         finally:
             os.close(dir_fd)
         return cls(path, meta, packed, threads, items)

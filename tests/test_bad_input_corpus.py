@@ -500,20 +500,38 @@ def test_bad_index_search_cli_prints_one_line(encoder, images, index, capsys, ca
     assert out == ""
 
 
-# Damage only the stored sha256 can show: search opens a folder without reading every
-# byte (memory-mapped, O(1) in the item count), `index verify` reads them all.
+# Damage only the stored sha256 can show. Search hashes a folder of ordinary size on
+# every open (deploy.mapped_index.VERIFY_MAX_BYTES); a larger one opens in O(1) and is
+# checked by `index verify`, which reads every byte.
 HASH_CASES = {
     "codes_file_corrupted": _codes_corrupted,
     "items_line_damaged": _items_line_damaged,
 }
 
 
+@pytest.mark.parametrize("command", ["search", "verify"])
 @pytest.mark.parametrize("case", HASH_CASES)
-def test_damage_only_a_hash_shows_is_found_by_verify(encoder, images, index, capsys, case):
+def test_damage_only_a_hash_shows_is_found(encoder, images, index, capsys, case, command):
     culprit, problem = HASH_CASES[case](index)
-    rc, out, err = run(capsys, deploy_cli.main, "index", "verify", "--index", index)
+    if command == "search":
+        argv = ["search", "--index", index, "--encoder", encoder, "--image", images / "img0.png"]
+    else:
+        argv = ["index", "verify", "--index", index]
+    rc, out, err = run(capsys, deploy_cli.main, *argv)
     assert_one_error(rc, err, culprit, problem)
     assert out == ""
+
+
+@pytest.mark.parametrize("case", HASH_CASES)
+def test_a_large_folder_opens_without_hashing(index, monkeypatch, case):
+    from deploy import mapped_index
+
+    HASH_CASES[case](index)
+    monkeypatch.setattr(mapped_index, "VERIFY_MAX_BYTES", 0)  # every folder counts as large
+    opened = mapped_index.MappedIndex.open(index)
+    assert len(opened) == 6
+    with pytest.raises(IndexFormatError, match="sha256 differs"):
+        mapped_index.MappedIndex.open(index, verify=True)
 
 
 def test_wrong_code_dimension_in_sidecar_is_a_format_error(index):
