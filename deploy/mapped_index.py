@@ -50,7 +50,6 @@ from deploy.index_store import CODES_FILE, CONFIG_KEYS, IndexFormatError, IndexM
 from deploy.items_file import ItemsFile, map_npy
 from deploy.sharded import merge_topk, sharded_topk
 
-
 # Folders up to this size are hashed on every open (sha256 runs at about 1 GB/s here).
 VERIFY_MAX_BYTES = 64 << 20
 
