@@ -1,4 +1,4 @@
-"""The main branch: a narrow ResNet with bottleneck blocks (expansion 4).
+"""The main branch: a narrow ResNet with bottleneck blocks (expansion 4), or a plain CNN.
 
 Stage outputs C2..C5 sit at strides 4/8/16/32 (``stem_stride`` 4, ResNet's stem: a 7x7
 stride-2 convolution and a 3x3 stride-2 max-pool) or 2/4/8/16 (``stem_stride`` 2: the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keras import layers
 
-from keras_ynet.run_config import STEM_STRIDES
+from keras_ynet.run_config import BACKBONES, STEM_STRIDES
 
 EXPANSION = 4
 
@@ -64,4 +64,31 @@ def resnet_backbone(x, stem_filters: int, stage_widths, stage_blocks, stem_strid
     return features
 
 
-__all__ = ["resnet_backbone", "bottleneck_block"]
+def plain_backbone(x, stage_widths):
+    """A plain CNN: per stage one 3x3 convolution (``stage_widths`` filters), batch norm,
+    ReLU and a 2x2 max-pool, so C2..C5 sit at strides 2/4/8/16 with ``stage_widths``
+    channels. With widths 16/32/64/128 it is the 97k-parameter convolutional part of the
+    plain classifier a user would train (``keras_ynet.baselines.plain_cnn``): full
+    resolution into the first convolution, two orders of magnitude fewer weights.
+    """
+    features = []
+    for stage, width in enumerate(stage_widths):
+        name = f"c{stage + 2}_plain"
+        x = _conv_bn(x, width, 3, 1, name)
+        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+        features.append(x)
+    return features
+
+
+def encoder_features(x, backbone: str, stem_filters, stage_widths, stage_blocks, stem_stride):
+    """[C2, C3, C4, C5] of the chosen ``backbone`` (one of ``BACKBONES``) on tensor ``x``;
+    the plain backbone has no stem and one convolution per stage (the stem and block
+    settings apply to ``resnet`` only)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    if backbone == "plain":
+        return plain_backbone(x, stage_widths)
+    return resnet_backbone(x, stem_filters, stage_widths, stage_blocks, stem_stride)
+
+
+__all__ = ["encoder_features", "plain_backbone", "resnet_backbone", "bottleneck_block"]

@@ -138,6 +138,25 @@ class DatasetSpec:
         return len(self.mask_class_names)
 
     @property
+    def mirror_mask_classes(self) -> list[int] | None:
+        """Mask class index -> the class a horizontal mirror turns it into: a class
+        naming a side swaps with the class of the same name and the other side
+        (``right_lung`` <-> ``left_lung``), every other class stays. None when a sided
+        class has no partner, so no mirror of the mask is valid."""
+        names = self.mask_class_names
+        index = {n: i for i, n in enumerate(names)}
+        mirror = []
+        for name in names:
+            if "left" in name or "right" in name:
+                other = name.replace("left", "\0").replace("right", "left").replace("\0", "right")
+                if other not in index:
+                    return None
+                mirror.append(index[other])
+            else:
+                mirror.append(index[name])
+        return mirror
+
+    @property
     def allows_horizontal_flip(self) -> bool:
         """False when mask classes are side-specific (JSRT: right lung / left lung)."""
         sided = any("left" in n or "right" in n for n in self.mask_class_names)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_ynet import losses
-from keras_ynet.backbone import resnet_backbone
+from keras_ynet.backbone import encoder_features
 from keras_ynet.fingerprint import RESCALE_LAYER
 from keras_ynet.hash_head import GUIDED_HEADS, HASH_HEADS, TRAINED_HEADS, build_hash_head
 from keras_ynet.layers import PACKAGE, RMACPooling, l2_normalize
@@ -50,6 +50,7 @@ class YNet(keras.Model):
         stage_widths: bottleneck widths per stage (outputs have 4x these channels).
         stage_blocks: bottleneck blocks per stage.
         stem_stride: 4 (ResNet's stem) or 2 (no max-pool; see :mod:`keras_ynet.backbone`).
+        backbone: ``resnet`` or ``plain`` (:func:`keras_ynet.backbone.encoder_features`).
         fpn_channels: channels of the FPN lateral and top-down path.
         rmac_channels: channels of the 3x3 convolution before R-MAC pooling.
         rmac_levels: R-MAC scales L.
@@ -78,6 +79,7 @@ class YNet(keras.Model):
         stage_widths=(8, 16, 32, 64),
         stage_blocks=(2, 2, 2, 2),
         stem_stride=4,
+        backbone="resnet",
         fpn_channels=32,
         rmac_channels=512,
         rmac_levels=3,
@@ -103,7 +105,9 @@ class YNet(keras.Model):
         # === Functional graph ===
         image = keras.Input(shape=input_shape, name="image")
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_LAYER)(image)
-        c2, c3, c4, c5 = resnet_backbone(x, stem_filters, stage_widths, stage_blocks, stem_stride)
+        c2, c3, c4, c5 = encoder_features(
+            x, backbone, stem_filters, stage_widths, stage_blocks, stem_stride
+        )
 
         # R-MAC branch: 3x3 conv + ReLU on the core node, then R-MAC pooling.
         r = layers.Conv2D(rmac_channels, 3, padding="same", activation="relu", name="rmac_conv")(c5)
@@ -147,6 +151,7 @@ class YNet(keras.Model):
         self.stage_widths = tuple(stage_widths)
         self.stage_blocks = tuple(stage_blocks)
         self.stem_stride = int(stem_stride)
+        self.backbone = backbone
         self.fpn_channels = fpn_channels
         self.rmac_channels = rmac_channels
         self.rmac_levels = rmac_levels
@@ -188,6 +193,7 @@ class YNet(keras.Model):
             "stage_widths": self.stage_widths,
             "stage_blocks": self.stage_blocks,
             "stem_stride": self.stem_stride,
+            "backbone": self.backbone,
             "fpn_channels": self.fpn_channels,
             "rmac_channels": self.rmac_channels,
             "rmac_levels": self.rmac_levels,

@@ -162,6 +162,21 @@ def augment_pair(
     return tf.clip_by_value(image, 0.0, 255.0), mask
 
 
+def mirror_pair(image, mask, seed, mirror_classes) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random horizontal flip (probability 1/2) of an image and its mask; a flipped
+    mask's classes are mapped through ``mirror_classes`` (class index -> its mirror
+    image's class, :attr:`keras_ynet.dataset.DatasetSpec.mirror_mask_classes`), so a
+    mirrored right lung is labelled left lung."""
+    image = tf.cast(image, tf.float32)
+    mask = tf.cast(mask, tf.int32)
+    do_flip = tf.random.stateless_uniform([], _seed_pair(seed)) < 0.5
+    # Values past the classes (MISSING_MASK of a row without a mask) map to themselves.
+    table = list(mirror_classes) + list(range(len(mirror_classes), MISSING_MASK + 1))
+    mirrored_mask = tf.gather(tf.constant(table, tf.int32), tf.reverse(mask, [1]))
+    image = tf.where(do_flip, tf.reverse(image, [1]), image)
+    return image, tf.where(do_flip, mirrored_mask, mask)
+
+
 def make_dataset(
     spec: DatasetSpec,
     records: list[Record],
@@ -174,6 +189,7 @@ def make_dataset(
     repeat: bool = False,
     flip: bool | None = None,
     drop_remainder: bool = False,
+    mirror: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(images, {"label": labels, "mask": masks})`` from ``records``.
 
@@ -190,6 +206,12 @@ def make_dataset(
         flip: horizontal flips in augmentation; None = ``spec.allows_horizontal_flip``
             (off for chest masks, whose right/left lung labels a flip would swap).
         drop_remainder: drop the last partial batch.
+        mirror: random horizontal flips alone, when ``augment`` is off
+            (:func:`mirror_pair`; side-specific mask classes swap).
+
+    Raises:
+        ValueError: ``mirror`` on a dataset whose masks have a sided class without a
+            partner (no mirror of such a mask is valid).
     """
     if not records:
         raise ValueError("make_dataset got no records")
@@ -200,7 +222,26 @@ def make_dataset(
         ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    if augment:
+    mirror_classes = None
+    if mirror and not augment:
+        mirror_classes = spec.mirror_mask_classes
+        if mirror_classes is None:
+            raise ValueError(
+                f"{spec.root}: flips need a mirror of every mask class, and "
+                f"{spec.mask_class_names} name a side without its other side"
+            )
+    if mirror_classes is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def apply_mirror(example, pair_seed):
+            image, label, mask = example
+            image, mask = mirror_pair(image, mask, pair_seed, mirror_classes)
+            return image, {"label": label, "mask": mask}
+
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            apply_mirror, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    elif augment:
         use_flip = spec.allows_horizontal_flip if flip is None else flip
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 

@@ -27,6 +27,8 @@ DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
 # Downsampling of the encoder's stem (keras_ynet.backbone): 4 = ResNet's 7x7/2 convolution
 # and 3x3/2 max-pool, 2 = the max-pool dropped (twice the resolution into every stage).
 STEM_STRIDES = (4, 2)
+# Encoders (keras_ynet.backbone): ResNet with bottleneck blocks, or a plain CNN.
+BACKBONES = ("resnet", "plain")
 # Named sets of settings (``--preset NAME``), also the candidates of the cross-validated
 # choice of the default (``python -m keras_ynet.experiments cv``). Each names every
 # setting it is about, so a later change of the defaults does not change what a preset
@@ -59,6 +61,25 @@ PRESETS = {
         "augment": False,
         **_WIDE,
         "stem_stride": 2,
+    },
+    # The plain CNN encoder (one 3x3 convolution and a max-pool per stage, 16..128
+    # filters: full resolution into the first convolution, 97k weights) with random
+    # mirror flips: the recipe of the plain classifier that beats the ResNet rows on
+    # JSRT, with Y-Net's branches on top.
+    "ce_embedding_plain_flip": {
+        "variant": "no_circle",
+        "hash_head": "embedding",
+        "augment": False,
+        "flip": True,
+        "backbone": "plain",
+        "stage_widths": (16, 32, 64, 128),
+    },
+    "ce_embedding_plain": {
+        "variant": "no_circle",
+        "hash_head": "embedding",
+        "augment": False,
+        "backbone": "plain",
+        "stage_widths": (16, 32, 64, 128),
     },
     # The wide encoder regularised against fitting a few hundred images: decoupled weight
     # decay 0.05 (ConvNeXt's) instead of 1e-4, and label smoothing 0.1.
@@ -108,6 +129,9 @@ class RunConfig:
         augment: flips (where the masks allow), small rotation/scale, brightness/contrast.
         stem_filters, stage_widths, stage_blocks: encoder widths.
         stem_stride: 4 (ResNet's stem) or 2 (no max-pool: twice the resolution).
+        backbone: ``resnet`` or ``plain`` (keras_ynet.backbone).
+        flip: random horizontal flips alone (``augment`` includes them); a mirrored mask
+            swaps its left and right classes.
         distribute: ``none`` (one device), ``mirrored`` (every GPU of this host, else
             every logical CPU device) or ``multiworker`` (several hosts, from TF_CONFIG).
     """
@@ -141,11 +165,18 @@ class RunConfig:
     augment: bool = _setting(
         False, "flips (where masks allow), small rotation/scale, brightness/contrast"
     )
+    flip: bool = _setting(
+        False, "random horizontal flips alone (a mirrored mask swaps left/right classes)"
+    )
     # The wide encoder (preset ce_embedding_wide) won the same cross-validation on both
     # datasets (docs/results.md); the paper preset keeps the narrow one (16; 8..64).
     stem_filters: int = _setting(32, "filters of the 7x7 stem convolution")
     stage_widths: tuple[int, ...] = _setting((16, 32, 64, 128), "bottleneck widths per stage")
     stage_blocks: tuple[int, ...] = _setting((2, 2, 2, 2), "bottleneck blocks per stage")
+    backbone: str = _setting(
+        "resnet", "encoder: resnet (bottleneck blocks, the paper's) or plain (one 3x3 "
+        "convolution and a 2x2 max-pool per stage, stage widths as filters)", BACKBONES,
+    )  # fmt: skip
     stem_stride: int = _setting(
         4, "downsampling before the first stage: 4 = 7x7/2 convolution + max-pool (ResNet), "
         "2 = no max-pool (twice the resolution, about 4x the compute)", STEM_STRIDES,

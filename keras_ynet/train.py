@@ -61,6 +61,7 @@ def build_model(config: RunConfig, spec, image_size: int):
         stage_widths=config.stage_widths,
         stage_blocks=config.stage_blocks,
         stem_stride=config.stem_stride,
+        backbone=config.backbone,
         label_smoothing=config.label_smoothing,
         class_names=spec.class_names,
         mask_class_names=spec.mask_class_names,

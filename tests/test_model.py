@@ -201,3 +201,17 @@ def test_plain_keras_loads_a_saved_model_after_import_keras_ynet(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "h.npy"), expected, atol=1e-6)
+
+
+def test_plain_backbone_stages_and_parameters():
+    settings = {**TINY, "stage_widths": (16, 32, 64, 128)}
+    model = YNet(**settings, backbone="plain", hash_head="embedding")
+    # One 3x3 convolution per stage, each followed by a 2x2 max-pool: strides 2, 4, 8, 16.
+    sizes = [model.get_layer(f"c{s}_plain_pool").output.shape[1] for s in (2, 3, 4, 5)]
+    assert sizes == [32, 16, 8, 4]
+    assert model.get_layer("c2_plain_conv").count_params() == 9 * 1 * 16
+    assert model.get_layer("c5_plain_conv").count_params() == 9 * 64 * 128
+    assert tuple(model(images(1))["mask"].shape) == (1, 64, 64, 3)
+    assert YNet.from_config(model.get_config()).get_config()["backbone"] == "plain"
+    with pytest.raises(ValueError, match="backbone"):
+        YNet(**TINY, backbone="vgg")

@@ -1,5 +1,7 @@
 """Built-in phantom datasets: deterministic, in the real folder format, meaningful vCDR."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,11 @@ def test_chest_phantoms(tmp_path):
     spec = make_phantoms(tmp_path / "c", n_per_class=2, image_size=32, seed=0, kind="chest")
     assert spec.class_names == ["benign", "malignant", "non-nodule"]
     assert (spec.channels, len(spec.mask_class_names), spec.allows_horizontal_flip) == (1, 4, False)
+    # A mirror image swaps the lungs and keeps background and heart.
+    assert spec.mask_class_names == ["background", "right_lung", "left_lung", "heart"]
+    assert spec.mirror_mask_classes == [0, 2, 1, 3]
+    one_sided = dataclasses.replace(spec, mask_class_names=["background", "left_lung"])
+    assert one_sided.mirror_mask_classes is None
     mask = load_mask(spec.records[0].mask)
     cols = np.nonzero(mask == 1)[1]
     assert cols.mean() < 16 < np.nonzero(mask == 2)[1].mean()  # right lung on the image left

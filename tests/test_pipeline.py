@@ -135,3 +135,24 @@ def test_each_file_is_decoded_once_per_process(tmp_path, monkeypatch):
     os.utime(image, ns=(1, 10**18))  # a file edited since: decoded again
     pipeline.load_arrays(spec.records[:1], 32, 1)
     assert len(calls) == len(spec.records) + 1
+
+
+def test_mirror_pair_swaps_left_and_right_mask_classes():
+    from keras_ynet.pipeline import mirror_pair
+
+    image = np.arange(6, dtype=np.float32).reshape(2, 3, 1)
+    # Chest classes: 0 background, 1 right lung, 2 left lung, 3 heart; 255 = no mask.
+    mask = np.array([[1, 0, 2], [3, 255, 1]], np.int32)
+    seen = set()
+    for seed in range(8):
+        out_image, out_mask = mirror_pair(image, mask, seed, [0, 2, 1, 3])
+        out_image, out_mask = np.asarray(out_image)[..., 0], np.asarray(out_mask)
+        if out_image[0, 0] == 2.0:  # flipped
+            seen.add("flipped")
+            assert out_image.tolist() == [[2, 1, 0], [5, 4, 3]]
+            assert out_mask.tolist() == [[1, 0, 2], [2, 255, 3]]
+        else:
+            seen.add("kept")
+            assert out_image.tolist() == image[..., 0].tolist()
+            assert out_mask.tolist() == mask.tolist()
+    assert seen == {"flipped", "kept"}

@@ -1,6 +1,6 @@
 """The baselines' networks: Y-Net's encoder with a classifier or a hash layer on top.
 
-Every baseline uses :func:`keras_ynet.backbone.resnet_backbone` with the widths of the
+Every baseline uses :func:`keras_ynet.backbone.encoder_features` with the encoder of the
 run settings and the same in-graph rescaling as :class:`keras_ynet.model.YNet`, so the
 comparison isolates the training objective and the descriptor, not the encoder.
 """
@@ -12,7 +12,7 @@ import numpy as np
 from keras import layers
 
 from deploy.codes import signs_to_bits
-from keras_ynet.backbone import resnet_backbone
+from keras_ynet.backbone import encoder_features
 from keras_ynet.fingerprint import RESCALE_LAYER
 
 FEATURES = "features"
@@ -23,9 +23,10 @@ HASH_DENSE = "hash_dense"
 def _encoder(input_shape, config):
     image = keras.Input(shape=tuple(input_shape), name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_LAYER)(image)
-    c5 = resnet_backbone(
-        x, config.stem_filters, config.stage_widths, config.stage_blocks, config.stem_stride
-    )[-1]
+    c5 = encoder_features(
+        x, config.backbone, config.stem_filters, config.stage_widths, config.stage_blocks,
+        config.stem_stride,
+    )[-1]  # fmt: skip
     return image, c5
 
 

@@ -48,7 +48,11 @@ def settings_key(method: str, config: RunConfig, dataset_sha: str) -> str:
     """12 hex digits naming a run: method, every setting but paths, data, code version."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "data")}
     # Settings added later drop out at their old value, so stored runs keep their keys.
-    for name, old in (("distribute", "none"), ("stem_stride", 4), ("label_smoothing", 0.0)):
+    added = (
+        ("distribute", "none"), ("stem_stride", 4), ("label_smoothing", 0.0),
+        ("backbone", "resnet"), ("flip", False),
+    )  # fmt: skip
+    for name, old in added:
         if settings.get(name) == old:
             del settings[name]
     payload = {"version": VERSION, "method": method, "settings": settings, "data": dataset_sha}
