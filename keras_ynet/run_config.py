@@ -33,25 +33,67 @@ BACKBONES = ("resnet", "plain")
 # choice of the default (``python -m keras_ynet.experiments cv``). Each names every
 # setting it is about, so a later change of the defaults does not change what a preset
 # (or a stored run of it) means. ``paper`` is the paper's Y-Net as built here.
-_NARROW = {"stem_filters": 16, "stage_widths": (8, 16, 32, 64), "stem_stride": 4}
-_WIDE = {"stem_filters": 32, "stage_widths": (16, 32, 64, 128), "stem_stride": 4}
+_NARROW = {
+    "backbone": "resnet", "stem_filters": 16, "stage_widths": (8, 16, 32, 64), "stem_stride": 4,
+}  # fmt: skip
+_WIDE = {
+    "backbone": "resnet", "stem_filters": 32, "stage_widths": (16, 32, 64, 128), "stem_stride": 4,
+}  # fmt: skip
 PRESETS = {
-    "paper": {"variant": "ynet", "hash_head": "trained", "augment": False, **_NARROW},
-    "ce_grid": {"variant": "no_circle", "hash_head": "trained", "augment": False, **_NARROW},
-    "ce_embedding": {"variant": "no_circle", "hash_head": "embedding", "augment": False, **_NARROW},
-    "ce_guided": {"variant": "no_circle", "hash_head": "guided", "augment": False, **_NARROW},
-    "circle_guided": {"variant": "ynet", "hash_head": "guided", "augment": False, **_NARROW},
+    "paper": {
+        "variant": "ynet",
+        "hash_head": "trained",
+        "augment": False,
+        "flip": False,
+        **_NARROW,
+    },
+    "ce_grid": {
+        "variant": "no_circle",
+        "hash_head": "trained",
+        "augment": False,
+        "flip": False,
+        **_NARROW,
+    },
+    "ce_embedding": {
+        "variant": "no_circle",
+        "hash_head": "embedding",
+        "augment": False,
+        "flip": False,
+        **_NARROW,
+    },
+    "ce_guided": {
+        "variant": "no_circle",
+        "hash_head": "guided",
+        "augment": False,
+        "flip": False,
+        **_NARROW,
+    },
+    "circle_guided": {
+        "variant": "ynet",
+        "hash_head": "guided",
+        "augment": False,
+        "flip": False,
+        **_NARROW,
+    },
     "ce_guided_augment": {
         "variant": "no_circle",
         "hash_head": "guided",
         "augment": True,
+        "flip": False,
         **_NARROW,
     },
-    "ce_guided_wide": {"variant": "no_circle", "hash_head": "guided", "augment": False, **_WIDE},
+    "ce_guided_wide": {
+        "variant": "no_circle",
+        "hash_head": "guided",
+        "augment": False,
+        "flip": False,
+        **_WIDE,
+    },
     "ce_embedding_wide": {
         "variant": "no_circle",
         "hash_head": "embedding",
         "augment": False,
+        "flip": False,
         **_WIDE,
     },
     # The wide encoder without the stem's max-pool: twice the resolution into every stage.
@@ -59,6 +101,7 @@ PRESETS = {
         "variant": "no_circle",
         "hash_head": "embedding",
         "augment": False,
+        "flip": False,
         **_WIDE,
         "stem_stride": 2,
     },
@@ -78,6 +121,7 @@ PRESETS = {
         "variant": "no_circle",
         "hash_head": "embedding",
         "augment": False,
+        "flip": False,
         "backbone": "plain",
         "stage_widths": (16, 32, 64, 128),
     },
@@ -87,6 +131,7 @@ PRESETS = {
         "variant": "no_circle",
         "hash_head": "embedding",
         "augment": False,
+        "flip": False,
         **_WIDE,
         "weight_decay": 0.05,
         "label_smoothing": 0.1,
