@@ -252,3 +252,12 @@ def test_table2_ynet_rows_are_table3_runs():
     table3 = list(TABLE3_ROWS.values())
     assert all(row in table3 for row in TABLE2_YNET_ROWS.values())
     assert set(TABLE2_YNET_ROWS) <= set(TABLE2_METHODS)
+
+
+def test_the_plain_cnn_key_ignores_the_settings_it_does_not_read():
+    a = RunConfig(data="/a", out="/x", epochs=3)
+    key = runs.settings_key("plain_cnn", a, "sha")
+    other_encoder = dataclasses.replace(a, backbone="plain", flip=True, stage_widths=(1, 2, 3, 4))
+    assert runs.settings_key("plain_cnn", other_encoder, "sha") == key
+    assert runs.settings_key("plain_cnn", dataclasses.replace(a, seed=1), "sha") != key
+    assert runs.settings_key("ynet", other_encoder, "sha") != runs.settings_key("ynet", a, "sha")

@@ -15,6 +15,8 @@ of magnitude smaller that keeps full resolution into its first convolution.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
 
@@ -54,6 +56,9 @@ def run_plain_cnn(spec, config, out, verbose: int = 0) -> dict:
     """Trains and evaluates the row like ``classifier`` (same loop, checkpoint rule and
     evaluation), with this network in place of the shared encoder."""
     from keras_ynet.baselines.classifier_codes import run_classifier
+
+    # Its flips are in its training graph; Y-Net's augmentation settings do not apply.
+    config = dataclasses.replace(config, augment=False, flip=False)
 
     def networks(spec, config):
         keras.utils.set_random_seed(config.seed)

@@ -44,6 +44,14 @@ class Run:
         return result if result.get("key") == self.key else None
 
 
+# The run settings the plain_cnn row reads (keras_ynet.baselines.plain_cnn): the encoder,
+# guidance and augmentation settings of Y-Net do not reach it.
+PLAIN_CNN_SETTINGS = (
+    "epochs", "train_steps", "batch_size", "image_size", "bits", "learning_rate",
+    "weight_decay", "val_fraction", "seed",
+)  # fmt: skip
+
+
 def settings_key(method: str, config: RunConfig, dataset_sha: str) -> str:
     """12 hex digits naming a run: method, every setting but paths, data, code version."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "data")}
@@ -55,6 +63,8 @@ def settings_key(method: str, config: RunConfig, dataset_sha: str) -> str:
     for name, old in added:
         if settings.get(name) == old:
             del settings[name]
+    if method == "plain_cnn":  # its own network and recipe: only these settings reach it
+        settings = {k: v for k, v in settings.items() if k in PLAIN_CNN_SETTINGS}
     payload = {"version": VERSION, "method": method, "settings": settings, "data": dataset_sha}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
