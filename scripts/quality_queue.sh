@@ -20,5 +20,14 @@ SEEDS=3 METHODS="plain_cnn" bash "$here/table2_default.sh" results/t2
 # 3. The plain-CNN encoder under Y-Net's branches, with and without mirror flips (the
 #    plain_cnn row of step 2 beat every ResNet row on jsrt), then the wide encoder
 #    regularised (weight decay 0.05, label smoothing 0.1), cross-validated.
+#    (Stopped after ce_embedding_plain_flip had won; the rest runs in step 5.)
+if [ "${STEP3:-0}" = 1 ]; then
+  CANDIDATES="$all ce_embedding_plain_flip" bash "$here/cv_search.sh" results/cv
+fi
+# 4. Table II of the new default (ce_embedding_plain_flip), 3 seeds: Y-Net, the classifier
+#    rows on the same encoder and flips, the paper's Y-Net and the plain CNN (both stored).
+SEEDS=3 METHODS="ynet ynet_paper classifier classifier_float plain_cnn" \
+  bash "$here/table2_default.sh" results/t2
+# 5. The remaining candidates: the plain encoder without flips, the wide one regularised.
 CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain ce_embedding_wide_reg" \
   bash "$here/cv_search.sh" results/cv

@@ -91,7 +91,7 @@ def test_settings_key_ignores_paths_and_changes_with_settings():
 
 def test_settings_added_later_keep_the_keys_of_stored_runs():
     """A setting at the value it had before it existed is left out of the key."""
-    a = RunConfig(data="/a", out="/x", epochs=3)
+    a = RunConfig(data="/a", out="/x", epochs=3, backbone="resnet", flip=False)
     settings = dataclasses.asdict(a)
     for name in ("out", "data", "distribute", "stem_stride", "label_smoothing", "backbone", "flip"):
         del settings[name]
