@@ -45,6 +45,13 @@ TABLE3_ROWS = {
     "bits256": {"bits": 256},
     # The hash read from the core-node grid (the paper's head, trained) instead.
     "grid_head": {"hash_head": "trained"},
+    # Without the mirror flips of training.
+    "no_flip": {"flip": False},
+    # The wide ResNet (the fourth session's encoder) in place of the plain encoder.
+    "resnet_encoder": {
+        "backbone": "resnet", "stem_filters": 32, "stage_widths": (16, 32, 64, 128),
+        "stem_stride": 4,
+    },  # fmt: skip
 }
 # Candidates of the cross-validated choice of the default (``--cv-folds``): the presets
 # of keras_ynet.run_config. Ties go to the earlier entry.
