@@ -26,6 +26,7 @@ TINY_CONFIG = dict(
     epochs=1,
     image_size=64,
     batch_size=8,
+    backbone="resnet",  # C5 holds 4 x 16 channels (the plain encoder's would hold 16)
     stem_filters=4,
     stage_widths=(4, 4, 4, 16),
     stage_blocks=(1, 1, 1, 1),
