@@ -49,7 +49,9 @@ TABLE3_ROWS = {
     "no_flip": {"flip": False},
     # The wide ResNet (the fourth session's encoder) in place of the plain encoder.
     "resnet_encoder": {
-        "backbone": "resnet", "stem_filters": 32, "stage_widths": (16, 32, 64, 128),
+        "backbone": "resnet",
+        "stem_filters": 32,
+        "stage_widths": (16, 32, 64, 128),
         "stem_stride": 4,
     },  # fmt: skip
 }
