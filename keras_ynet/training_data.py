@@ -45,7 +45,7 @@ def prepare_training_data(spec: DatasetSpec, config) -> TrainingData:
     size, channels = config.image_size, spec.channels
     dataset = make_dataset(
         spec, fit_records, size, channels, batch, augment=config.augment, shuffle=True,
-        seed=config.seed, drop_remainder=True, mirror=getattr(config, "flip", False),
+        seed=config.seed, drop_remainder=True, mirror=config.flip,
     )  # fmt: skip
     return TrainingData(
         spec=spec,
