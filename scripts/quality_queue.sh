@@ -31,3 +31,10 @@ SEEDS=3 METHODS="ynet ynet_paper classifier classifier_float plain_cnn" \
 # 5. The remaining candidates: the plain encoder without flips, the wide one regularised.
 CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain ce_embedding_wide_reg" \
   bash "$here/cv_search.sh" results/cv
+# 6. Table III of the new default, one seed per dataset (run by hand in the fifth session,
+#    after step 4; the rows share the stored runs of Table II's folder).
+for dataset in jsrt rimone_dl; do
+  "${PY:-.venv/bin/python}" -m keras_ynet.experiments table3 --data "${DATA:-../shared/data}/$dataset" \
+    --out "results/t2/$dataset" --train-steps 600 --seeds 1 \
+    --methods ynet paper no_seg no_rmac circle grid_head no_flip coupling_fixed resnet_encoder
+done
