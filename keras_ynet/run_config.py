@@ -35,9 +35,11 @@ BACKBONES = ("resnet", "plain")
 # (or a stored run of it) means. ``paper`` is the paper's Y-Net as built here.
 _NARROW = {
     "backbone": "resnet", "stem_filters": 16, "stage_widths": (8, 16, 32, 64), "stem_stride": 4,
+    "rmac_channels": 512,
 }  # fmt: skip
 _WIDE = {
     "backbone": "resnet", "stem_filters": 32, "stage_widths": (16, 32, 64, 128), "stem_stride": 4,
+    "rmac_channels": 512,
 }  # fmt: skip
 PRESETS = {
     "paper": {
@@ -116,6 +118,17 @@ PRESETS = {
         "flip": True,
         "backbone": "plain",
         "stage_widths": (16, 32, 64, 128),
+        "rmac_channels": 512,
+    },
+    # The default with a 128-channel R-MAC convolution (512: 590k of its 731k weights).
+    "ce_embedding_plain_flip_r128": {
+        "variant": "no_circle",
+        "hash_head": "embedding",
+        "augment": False,
+        "flip": True,
+        "backbone": "plain",
+        "stage_widths": (16, 32, 64, 128),
+        "rmac_channels": 128,
     },
     "ce_embedding_plain": {
         "variant": "no_circle",
@@ -124,6 +137,7 @@ PRESETS = {
         "flip": False,
         "backbone": "plain",
         "stage_widths": (16, 32, 64, 128),
+        "rmac_channels": 512,
     },
     # The wide encoder regularised against fitting a few hundred images: decoupled weight
     # decay 0.05 (ConvNeXt's) instead of 1e-4, and label smoothing 0.1.
@@ -174,6 +188,7 @@ class RunConfig:
         augment: flips (where the masks allow), small rotation/scale, brightness/contrast.
         stem_filters, stage_widths, stage_blocks: encoder widths.
         stem_stride: 4 (ResNet's stem) or 2 (no max-pool: twice the resolution).
+        rmac_channels: channels of the R-MAC branch's convolution (embedding length).
         backbone: ``resnet`` or ``plain`` (keras_ynet.backbone).
         flip: random horizontal flips alone (``augment`` includes them); a mirrored mask
             swaps its left and right classes.
@@ -233,6 +248,11 @@ class RunConfig:
         4, "downsampling before the first stage: 4 = 7x7/2 convolution + max-pool (ResNet), "
         "2 = no max-pool (twice the resolution, about 4x the compute)", STEM_STRIDES,
     )  # fmt: skip
+    # 512 is the paper's; 128 tried by cross-validation in the sixth session
+    # (docs/results.md): the R-MAC convolution holds most of the plain default's weights.
+    rmac_channels: int = _setting(
+        512, "channels of the 3x3 convolution before R-MAC pooling (the embedding's length)"
+    )
     distribute: str = _setting(
         "none", "devices to train on: none = one, mirrored = every GPU of this host, "
         "multiworker = several hosts described by TF_CONFIG (docs/distributed_training.md)",
@@ -342,6 +362,8 @@ def check_run_settings(config: RunConfig) -> list[str]:
         problems.append(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     if not config.learning_rate > 0 or not config.weight_decay >= 0:
         problems.append("--learning-rate must be > 0 and --weight-decay >= 0")
+    if config.rmac_channels < 1:
+        problems.append(f"--rmac-channels must be >= 1, got {config.rmac_channels}")
     if len(config.stage_widths) != len(config.stage_blocks):
         problems.append("--stage-widths and --stage-blocks need the same number of values")
     return problems

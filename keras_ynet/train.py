@@ -62,6 +62,7 @@ def build_model(config: RunConfig, spec, image_size: int):
         stage_blocks=config.stage_blocks,
         stem_stride=config.stem_stride,
         backbone=config.backbone,
+        rmac_channels=config.rmac_channels,
         label_smoothing=config.label_smoothing,
         class_names=spec.class_names,
         mask_class_names=spec.mask_class_names,

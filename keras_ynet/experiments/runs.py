@@ -58,7 +58,7 @@ def settings_key(method: str, config: RunConfig, dataset_sha: str) -> str:
     # Settings added later drop out at their old value, so stored runs keep their keys.
     added = (
         ("distribute", "none"), ("stem_stride", 4), ("label_smoothing", 0.0),
-        ("backbone", "resnet"), ("flip", False),
+        ("backbone", "resnet"), ("flip", False), ("rmac_channels", 512),
     )  # fmt: skip
     for name, old in added:
         if settings.get(name) == old:
