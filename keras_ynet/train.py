@@ -145,6 +145,7 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
     from keras_ynet.callbacks import VAL_KEY, BestValidation, RunProgress, ynet_validation_score
     from keras_ynet.dataset_evaluation import evaluate_model
     from keras_ynet.history import tidy_history
+    from keras_ynet.mask_signal import mask_signal
     from keras_ynet.pipeline import load_arrays, make_dataset
     from keras_ynet.plots import CURVES_FILE, plot_training_curves
     from keras_ynet.saving import save_ynet
@@ -202,6 +203,12 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
         f"({config.distribute}{'' if writes else ', ' + placement.task})",
         flush=True,
     )
+    signal = None
+    if config.variant != "no_fpn":
+        signal = mask_signal(spec, fit_records, config.seed)
+        seg_off = config.coupling == "fixed" and config.coupling_weights[1] == 0
+        if signal is not None:
+            print(signal.summary(advise=not seg_off), flush=True)
     if start_epoch:
         print(f"resuming at epoch {start_epoch + 1} from {backup}", flush=True)
     started = time.perf_counter()
@@ -257,6 +264,7 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
         "bit_balance_min": float(ones.min()),
         "bit_balance_max": float(ones.max()),
         "parameters": model.count_params(),
+        "mask_signal": signal.as_dict() if signal is not None else None,
     }
     atomic_write_text(out / "train_info.json", json.dumps(info, indent=2))
     print(f"\n# Test-split retrieval on {spec.name} ({config.bits} bits)\n")

@@ -93,8 +93,16 @@ def test_settings_added_later_keep_the_keys_of_stored_runs():
     """A setting at the value it had before it existed is left out of the key."""
     a = RunConfig(data="/a", out="/x", epochs=3, backbone="resnet", flip=False)
     settings = dataclasses.asdict(a)
-    for name in ("out", "data", "distribute", "stem_stride", "label_smoothing", "backbone", "flip",
-                 "rmac_channels"):
+    for name in (
+        "out",
+        "data",
+        "distribute",
+        "stem_stride",
+        "label_smoothing",
+        "backbone",
+        "flip",
+        "rmac_channels",
+    ):
         del settings[name]
     payload = {"version": runs.VERSION, "method": "ynet", "settings": settings, "data": "sha"}
     before = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -62,6 +62,8 @@ def test_short_phantom_run_loss_falls_and_writes_the_run(tmp_path):
     assert 0.3 <= info["bit_balance_min"] <= info["bit_balance_max"] <= 0.7
     saved = json.loads((out / "run_config.json").read_text())
     assert saved["dataset"]["class_names"] == ["glaucoma", "normal"]
+    # The mask signal is measured on the images trained on (every phantom has a mask).
+    assert info["mask_signal"]["n_images"] == saved["dataset"]["n_train"]
     # run_config.json rebuilds the run exactly (its "dataset" record is skipped).
     assert RunConfig.load(out / "run_config.json") == RunConfig(
         **{**config.__dict__, "data": str(data)}
