@@ -110,6 +110,7 @@ def leave_one_out_signal(descriptors: np.ndarray, labels: np.ndarray, k: int = S
     # Stable sort: ties go to the lower index, like every ranking of this project; the
     # query itself (infinite distance) sorts last and is cut off.
     ranking = np.argsort(dist, axis=1, kind="stable")[:, : n - 1]
+    k = min(k, n - 1)  # each query has n - 1 others to rank
     score = map_at_k_from_ranking(ranking, labels, labels, k, SIGNAL_CONVENTION)
     # Chance: each query against the n - 1 others, its own row removed once.
     chance = 0.0

@@ -45,6 +45,15 @@ def test_separating_masks_score_one_against_the_exact_chance():
     assert chance == pytest.approx(0.325)
 
 
+def test_fewer_images_than_k_rank_all_the_others():
+    labels = np.array([0, 0, 1, 1])
+    score, chance = leave_one_out_signal(np.array([[0.0], [0.1], [5.0], [5.1]]), labels, k=10)
+    # k falls to the 3 others: the one relevant first, P = 1 at rank 1 only: AP = 1/3.
+    assert score == pytest.approx(1 / 3)
+    # chance: 1 relevant among 3 at random, sum_j E[P(j)rel(j)] = (1/3)(1 + 1/2 + 1/3) / 3
+    assert chance == pytest.approx((1 / 3) * (1 + 1 / 2 + 1 / 3) / 3)
+
+
 def test_a_mask_unrelated_to_the_label_ranks_the_wrong_neighbours_first():
     # Neighbours by descriptor always carry the other label: score 0.
     labels = np.array([0, 1, 0, 1, 0, 1])
