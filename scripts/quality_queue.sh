@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quality experiments of the fifth session, one after another (2 CPU cores run one
+# The quality experiments of the fifth and sixth sessions, one after another (2 CPU cores run one
 # training at a time best). Each step is resumable (stored runs are skipped), so the
 # queue can be stopped and started again. Figures land in docs/results.md.
 # (The fourth session's queue: git show a7c203b:scripts/quality_queue.sh.)
@@ -8,6 +8,9 @@
 set -u
 here=$(dirname "$0")
 all="ce_grid ce_guided ce_guided_augment paper ce_embedding ce_embedding_wide"
+py=${PY:-.venv/bin/python}
+data=${DATA:-../shared/data}
+if [ "${SIXTH:-0}" != 1 ]; then
 # 1. The wide encoder with twice the resolution into every stage (no stem max-pool),
 #    cross-validated on both train splits against the earlier candidates. Stopped after
 #    rimone_dl and the first jsrt fold, where it had lost (docs/results.md); run again
@@ -34,7 +37,22 @@ CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain ce_embedding_wide_re
 # 6. Table III of the new default, one seed per dataset (run by hand in the fifth session,
 #    after step 4; the rows share the stored runs of Table II's folder).
 for dataset in jsrt rimone_dl; do
-  "${PY:-.venv/bin/python}" -m keras_ynet.experiments table3 --data "${DATA:-../shared/data}/$dataset" \
+  "$py" -m keras_ynet.experiments table3 --data "$data/$dataset" \
     --out "results/t2/$dataset" --train-steps 600 --seeds 1 \
     --methods ynet paper no_seg no_rmac circle grid_head no_flip coupling_fixed resnet_encoder
 done
+fi
+# --- Sixth session (SIXTH=1 runs only these) ---
+# 7. The default with a 128-channel R-MAC convolution, cross-validated (lost on jsrt).
+# 8. Table II of the default at the default schedule (1800 steps), 3 seeds.
+# 9. Y-Net without the segmentation loss on jsrt, 3 seeds (what the mask signal points to
+#    there), and a second seed of the rimone_dl Table III.
+CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128" \
+  bash "$here/cv_search.sh" results/cv
+STEPS=1800 SEEDS=3 METHODS="ynet classifier classifier_float" \
+  bash "$here/table2_default.sh" results/t2_1800
+"$py" -m keras_ynet.experiments table3 --data "$data/jsrt" --out results/t2/jsrt \
+  --train-steps 600 --seeds 3 --methods ynet no_seg
+"$py" -m keras_ynet.experiments table3 --data "$data/rimone_dl" --out results/t2/rimone_dl \
+  --train-steps 600 --seeds 2 \
+  --methods ynet paper no_seg no_rmac circle grid_head no_flip coupling_fixed resnet_encoder
