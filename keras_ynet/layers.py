@@ -1,4 +1,5 @@
-"""Custom layers of Y-Net: R-MAC pooling, L2 normalisation and bit centring.
+"""Custom layers of Y-Net: R-MAC pooling, L2 normalisation, bit centring and the
+gradient stop of a detached mask branch.
 
 Each layer is registered for serialisation so a saved model loads in Keras safe mode.
 """
@@ -77,6 +78,19 @@ class L2Normalize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StopGradient(keras.layers.Layer):
+    """Identity forward, no gradient backward: a branch after it trains only itself.
+
+    Y-Net with the segmentation guidance off puts one in front of each FPN input, so the
+    mask head still learns to segment while the encoder learns from the classification
+    guidance alone.
+    """
+
+    def call(self, x):
+        return ops.stop_gradient(x)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -12,8 +12,8 @@ The descriptor is the share of each cell of a coarse grid (16 x 16) that each ma
 class covers (background and unlabelled pixels left out), standardised per feature and
 ranked by Euclidean distance. It sees where and how large each class is, which is what
 a segmentation loss teaches; it cannot see texture. So a masks-only score near chance
-says the segmentation guidance has nothing to add to the labels, and training prints a
-note saying so (how to train without it), while the default keeps the guidance.
+says the segmentation guidance has nothing to add to the labels: ``--seg-guidance auto``
+then keeps it off the encoder (:func:`decide_seg_guidance`), and ``on`` prints a note.
 """
 
 from __future__ import annotations
@@ -62,19 +62,60 @@ class MaskSignal:
             "n_images": self.n_images,
         }
 
-    def summary(self, advise: bool = True) -> str:
-        line = (
+    def summary(self) -> str:
+        return (
             f"mask signal: the masks alone retrieve same-label train images at mAP@{self.k} "
             f"{self.map:.3f} (chance {self.chance:.3f}, skill {self.skill:.2f}, "
             f"{self.n_images} images)"
         )
-        if self.low and advise:
-            line += (
-                "; the masks say little about the labels here, so the segmentation "
-                "guidance may cost retrieval (docs/results.md, Table III on JSRT); "
-                "--coupling fixed --coupling-weights 1 0 trains without it"
-            )
-        return line
+
+
+def resolve_seg_guidance(setting: str, signal: MaskSignal | None) -> str:
+    """``on`` or ``off`` for a ``--seg-guidance`` setting: ``auto`` is ``off`` when the
+    masks' skill is below :data:`LOW_SKILL`, else ``on`` (also when nothing could be
+    measured: the paper's way)."""
+    if setting != "auto":
+        return setting
+    return "off" if signal is not None and signal.low else "on"
+
+
+def decide_seg_guidance(spec, config) -> tuple[str, MaskSignal | None]:
+    """The segmentation guidance (``on``/``off``) a run of ``config`` on ``spec`` trains
+    with, and the mask signal it rests on.
+
+    The signal is measured on the records training fits (the train split less the
+    validation fold of ``config``), so training and anything that must know the outcome
+    beforehand (the stored experiment runs) agree. ``no_fpn`` has no segmentation loss:
+    nothing is measured.
+    """
+    from keras_ynet.dataset import validation_fold
+
+    if config.variant == "no_fpn":
+        return resolve_seg_guidance(config.seg_guidance, None), None
+    fit_records, _ = validation_fold(spec.split("train"), config.val_fraction, seed=config.seed)
+    signal = mask_signal(spec, fit_records, config.seed)
+    return resolve_seg_guidance(config.seg_guidance, signal), signal
+
+
+def guidance_line(setting: str, resolved: str, signal: MaskSignal | None) -> str:
+    """What a training run prints about its segmentation guidance."""
+    line = f"segmentation guidance: {resolved}"
+    if setting == "auto":
+        line += " (auto: " + (
+            f"the masks' skill is below {LOW_SKILL}, so the mask head trains on detached "
+            "features and the encoder learns from the labels alone)"
+            if resolved == "off"
+            else "the masks carry label information, so they train the encoder)"
+        )
+    elif resolved == "on" and signal is not None and signal.low:
+        line += (
+            "; the masks say little about the labels here, so the guidance may cost "
+            "retrieval (docs/results.md, Table III on JSRT): --seg-guidance auto or off "
+            "trains the encoder without it"
+        )
+    elif resolved == "off":
+        line += " (the mask head trains on detached features)"
+    return line
 
 
 def mask_descriptor(mask: np.ndarray, num_classes: int, grid: int = GRID) -> np.ndarray:
@@ -168,7 +209,8 @@ def main(argv=None) -> int:
         if signal is None:
             print(f"{spec.name}: fewer than 3 train images with masks, or a single label")
         else:
-            print(f"{spec.name}: {signal.summary()}")
+            guidance = resolve_seg_guidance("auto", signal)
+            print(f"{spec.name}: {signal.summary()}; --seg-guidance auto: {guidance}")
     return status
 
 

@@ -15,7 +15,7 @@ from keras_ynet import losses
 from keras_ynet.backbone import encoder_features
 from keras_ynet.fingerprint import RESCALE_LAYER
 from keras_ynet.hash_head import GUIDED_HEADS, HASH_HEADS, TRAINED_HEADS, build_hash_head
-from keras_ynet.layers import PACKAGE, RMACPooling, l2_normalize
+from keras_ynet.layers import PACKAGE, RMACPooling, StopGradient, l2_normalize
 from keras_ynet.run_config import VALID_BITS, VARIANTS
 
 OUTPUTS = ("embedding", "mask", "hash")
@@ -46,6 +46,10 @@ class YNet(keras.Model):
             untrained ``mean`` / ``conv`` (see :mod:`keras_ynet.hash_head`).
         coupling: ``alpha``, ``uncertainty`` or ``fixed`` (see ``LossCoupling``).
         coupling_weights: (w_cls, w_seg) for ``fixed`` coupling.
+        seg_trains_encoder: True (the paper): the segmentation loss trains the encoder
+            through the FPN branch. False: the FPN reads the encoder's features through a
+            gradient stop, so the mask head still learns to segment and the encoder learns
+            from the classification guidance alone (``--seg-guidance off``).
         stem_filters: filters of the 7x7 stem convolution.
         stage_widths: bottleneck widths per stage (outputs have 4x these channels).
         stage_blocks: bottleneck blocks per stage.
@@ -75,6 +79,7 @@ class YNet(keras.Model):
         hash_head="trained",
         coupling="uncertainty",
         coupling_weights=(1.0, 1.0),
+        seg_trains_encoder=True,
         stem_filters=16,
         stage_widths=(8, 16, 32, 64),
         stage_blocks=(2, 2, 2, 2),
@@ -114,8 +119,15 @@ class YNet(keras.Model):
         embedding = RMACPooling(levels=rmac_levels, name="embedding")(r)
 
         # FPN branch: laterals on C5..C2, top-down upsample-and-add, to input size.
-        p = layers.Conv2D(fpn_channels, 1, name="fpn_lateral5")(c5)
-        for level, feature in ((4, c4), (3, c3), (2, c2)):
+        fpn_inputs = {5: c5, 4: c4, 3: c3, 2: c2}
+        if not seg_trains_encoder:
+            fpn_inputs = {
+                level: StopGradient(name=f"fpn_detach{level}")(feature)
+                for level, feature in fpn_inputs.items()
+            }
+        p = layers.Conv2D(fpn_channels, 1, name="fpn_lateral5")(fpn_inputs[5])
+        for level in (4, 3, 2):
+            feature = fpn_inputs[level]
             lateral = layers.Conv2D(fpn_channels, 1, name=f"fpn_lateral{level}")(feature)
             up = layers.UpSampling2D(
                 size=(lateral.shape[1] // p.shape[1], lateral.shape[2] // p.shape[2]),
@@ -147,6 +159,7 @@ class YNet(keras.Model):
         self.hash_head = hash_head
         self.coupling = coupling
         self.coupling_weights = tuple(float(w) for w in coupling_weights)
+        self.seg_trains_encoder = bool(seg_trains_encoder)
         self.stem_filters = stem_filters
         self.stage_widths = tuple(stage_widths)
         self.stage_blocks = tuple(stage_blocks)
@@ -189,6 +202,7 @@ class YNet(keras.Model):
             "hash_head": self.hash_head,
             "coupling": self.coupling,
             "coupling_weights": self.coupling_weights,
+            "seg_trains_encoder": self.seg_trains_encoder,
             "stem_filters": self.stem_filters,
             "stage_widths": self.stage_widths,
             "stage_blocks": self.stage_blocks,

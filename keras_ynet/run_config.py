@@ -20,6 +20,10 @@ from deploy.contract import VALID_BITS
 # keras_ynet.hash_head import them from here).
 VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
 COUPLINGS = ("alpha", "uncertainty", "fixed")
+# Whether the segmentation loss trains the encoder: on (the paper), off (the mask head
+# trains on detached features), auto (off when the train split's masks say little about
+# its labels: keras_ynet.mask_signal).
+SEG_GUIDANCE = ("on", "off", "auto")
 HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided")
 # How training is spread over devices (keras_ynet.distribute builds the tf.distribute
 # strategy of each; docs/distributed_training.md).
@@ -141,6 +145,14 @@ PRESETS = {
         "label_smoothing": 0.1,
     },
 }
+# Every preset so far keeps the segmentation guidance on the encoder (the paper's way).
+for _preset in PRESETS.values():
+    _preset.setdefault("seg_guidance", "on")
+# The default with the segmentation guidance decided by the train split's masks.
+PRESETS["ce_embedding_plain_flip_auto"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "seg_guidance": "auto",
+}
 # The default with a 128-channel R-MAC convolution (512: 590k of its 731k weights); lost
 # the sixth session's cross-validation on jsrt.
 PRESETS["ce_embedding_plain_flip_r128"] = {
@@ -175,6 +187,7 @@ class RunConfig:
             ``no_circle`` puts softmax cross-entropy in place of circle loss.
         coupling: ``alpha``, ``uncertainty`` or ``fixed``.
         coupling_weights: (w_cls, w_seg) for ``fixed``.
+        seg_guidance: ``on``, ``off`` or ``auto`` (:func:`keras_ynet.mask_signal.decide_seg_guidance`).
         hash_head: one of :data:`HASH_HEADS` (see :mod:`keras_ynet.hash_head`).
         learning_rate: AdamW peak learning rate (cosine decay to 1% of it).
         weight_decay: AdamW weight decay.
@@ -210,6 +223,12 @@ class RunConfig:
     coupling_weights: tuple[float, float] = _setting(
         (1.0, 1.0), "(W_CLS, W_SEG) for --coupling fixed"
     )
+    seg_guidance: str = _setting(
+        "on", "whether the segmentation loss trains the encoder: on (the paper), off (the "
+        "mask head learns on detached features), auto (off when the train split's masks "
+        "alone retrieve its labels no better than chance; keras_ynet.mask_signal)",
+        SEG_GUIDANCE,
+    )  # fmt: skip
     hash_head: str = _setting("embedding", "how bits are read (keras_ynet.hash_head)", HASH_HEADS)
     learning_rate: float = _setting(2e-3, "AdamW peak learning rate (cosine decay)")
     weight_decay: float = _setting(1e-4, "AdamW weight decay")

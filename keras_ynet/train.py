@@ -45,9 +45,14 @@ def dataset_fingerprint(root: Path) -> str:
     return hashlib.sha256((Path(root) / "labels.csv").read_bytes()).hexdigest()
 
 
-def build_model(config: RunConfig, spec, image_size: int):
+def build_model(config: RunConfig, spec, image_size: int, seg_guidance: str | None = None):
+    """The YNet of ``config``; ``seg_guidance`` is ``config.seg_guidance`` resolved to
+    ``on``/``off`` (:func:`keras_ynet.mask_signal.decide_seg_guidance`)."""
     from keras_ynet.model import YNet
 
+    seg_guidance = seg_guidance or config.seg_guidance
+    if seg_guidance not in ("on", "off"):
+        raise ValueError(f"resolve --seg-guidance {seg_guidance!r} to on or off first")
     return YNet(
         input_shape=(image_size, image_size, spec.channels),
         num_classes=spec.num_classes,
@@ -57,6 +62,7 @@ def build_model(config: RunConfig, spec, image_size: int):
         hash_head=config.hash_head,
         coupling=config.coupling,
         coupling_weights=config.coupling_weights,
+        seg_trains_encoder=seg_guidance == "on",
         stem_filters=config.stem_filters,
         stage_widths=config.stage_widths,
         stage_blocks=config.stage_blocks,
@@ -145,7 +151,7 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
     from keras_ynet.callbacks import VAL_KEY, BestValidation, RunProgress, ynet_validation_score
     from keras_ynet.dataset_evaluation import evaluate_model
     from keras_ynet.history import tidy_history
-    from keras_ynet.mask_signal import mask_signal
+    from keras_ynet.mask_signal import decide_seg_guidance, guidance_line
     from keras_ynet.pipeline import load_arrays, make_dataset
     from keras_ynet.plots import CURVES_FILE, plot_training_curves
     from keras_ynet.saving import save_ynet
@@ -178,8 +184,10 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
             tf.data.experimental.AutoShardPolicy.DATA
         )
         fit_ds, val_ds = fit_ds.with_options(options), val_ds.with_options(options)
+    # Measured on the fit records before the model is built: auto decides the graph.
+    seg_guidance, signal = decide_seg_guidance(spec, config)
     with placement.strategy.scope():
-        model = build_model(config, spec, size)
+        model = build_model(config, spec, size, seg_guidance)
         compile_adamw_cosine(model, config, steps, config.epochs)
 
     checkpoint = BestValidation(
@@ -203,12 +211,12 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
         f"({config.distribute}{'' if writes else ', ' + placement.task})",
         flush=True,
     )
-    signal = None
     if config.variant != "no_fpn":
-        signal = mask_signal(spec, fit_records, config.seed)
-        seg_off = config.coupling == "fixed" and config.coupling_weights[1] == 0
         if signal is not None:
-            print(signal.summary(advise=not seg_off), flush=True)
+            print(signal.summary(), flush=True)
+        seg_weighted_out = config.coupling == "fixed" and config.coupling_weights[1] == 0
+        if not seg_weighted_out:
+            print(guidance_line(config.seg_guidance, seg_guidance, signal), flush=True)
     if start_epoch:
         print(f"resuming at epoch {start_epoch + 1} from {backup}", flush=True)
     started = time.perf_counter()
@@ -265,6 +273,7 @@ def _fit_and_write(config, spec, data_dir, placement, verbose, callbacks) -> dic
         "bit_balance_max": float(ones.max()),
         "parameters": model.count_params(),
         "mask_signal": signal.as_dict() if signal is not None else None,
+        "seg_guidance": seg_guidance,
     }
     atomic_write_text(out / "train_info.json", json.dumps(info, indent=2))
     print(f"\n# Test-split retrieval on {spec.name} ({config.bits} bits)\n")

@@ -102,11 +102,27 @@ def test_settings_added_later_keep_the_keys_of_stored_runs():
         "backbone",
         "flip",
         "rmac_channels",
+        "seg_guidance",
     ):
         del settings[name]
     payload = {"version": runs.VERSION, "method": "ynet", "settings": settings, "data": "sha"}
     before = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     assert runs.settings_key("ynet", a, "sha") == before
+
+
+def test_auto_seg_guidance_keys_on_what_it_resolves_to(tmp_path):
+    make_phantoms(tmp_path / "ph", n_per_class=12, image_size=64, seed=0)
+    base = RunConfig(data=str(tmp_path / "ph"), out="/x", epochs=3)
+    auto = dataclasses.replace(base, seg_guidance="auto")
+    off = dataclasses.replace(base, seg_guidance="off")
+    # The phantoms' masks carry their labels: auto is on, the run of plain "on" is reused.
+    planned = runs.plan_run("row", "ynet", auto, tmp_path, "sha")
+    assert planned.config.seg_guidance == "on"
+    assert planned.key == runs.plan_run("row", "ynet", base, tmp_path, "sha").key
+    assert planned.key != runs.plan_run("row", "ynet", off, tmp_path, "sha").key
+    # A baseline trains no mask branch: the setting does not reach its key.
+    for method in ("classifier", "dpsh"):
+        assert runs.settings_key(method, off, "sha") == runs.settings_key(method, base, "sha")
 
 
 # ----------------------------------------------------------------------------- tables

@@ -215,3 +215,34 @@ def test_plain_backbone_stages_and_parameters():
     assert YNet.from_config(model.get_config()).get_config()["backbone"] == "plain"
     with pytest.raises(ValueError, match="backbone"):
         YNet(**TINY, backbone="vgg")
+
+
+@pytest.mark.parametrize("trains_encoder", [True, False])
+def test_segmentation_loss_reaches_the_encoder_only_when_guidance_is_on(trains_encoder, tmp_path):
+    import tensorflow as tf
+
+    from keras_ynet.losses import segmentation_loss
+
+    model = YNet(**TINY, hash_head="embedding", seg_trains_encoder=trains_encoder)
+    x = images(2)
+    masks = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+    with tf.GradientTape() as tape:
+        loss = segmentation_loss(masks, model(x, training=True)["mask"])
+    variables = model.trainable_variables
+    grads = dict(zip([v.path for v in variables], tape.gradient(loss, variables), strict=True))
+
+    def reached(prefix):
+        hits = [g for path, g in grads.items() if path.startswith(prefix)]
+        assert hits, prefix
+        return any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in hits)
+
+    assert reached("mask") and reached("fpn_lateral2")  # the mask head learns either way
+    assert reached("stem_conv") == trains_encoder  # the encoder only with guidance on
+    # Detached, the forward pass is unchanged and the setting survives saving.
+    twin = YNet(**TINY, hash_head="embedding", seg_trains_encoder=not trains_encoder)
+    twin.set_weights(model.get_weights())
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0)["mask"], twin.predict(x, verbose=0)["mask"]
+    )
+    loaded = load_ynet(save_ynet(model, tmp_path / "m.keras"))
+    assert loaded.get_config()["seg_trains_encoder"] is trains_encoder

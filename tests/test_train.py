@@ -35,8 +35,9 @@ def test_short_phantom_run_loss_falls_and_writes_the_run(tmp_path):
     make_phantoms(data, n_per_class=12, image_size=64, seed=0)
     out = tmp_path / "run"
     config = RunConfig(
-        data=str(data), out=str(out), epochs=6, image_size=64, augment=False, **TINY_RUN
-    )
+        data=str(data), out=str(out), epochs=6, image_size=64, augment=False,
+        seg_guidance="auto", **TINY_RUN,
+    )  # fmt: skip
     result = train(config, verbose=0)
 
     for name in (
@@ -64,6 +65,9 @@ def test_short_phantom_run_loss_falls_and_writes_the_run(tmp_path):
     assert saved["dataset"]["class_names"] == ["glaucoma", "normal"]
     # The mask signal is measured on the images trained on (every phantom has a mask).
     assert info["mask_signal"]["n_images"] == saved["dataset"]["n_train"]
+    # The phantoms' masks carry their labels: auto kept the segmentation guidance on.
+    assert info["mask_signal"]["skill"] >= 0.1 and info["seg_guidance"] == "on"
+    assert result["model"].seg_trains_encoder
     # run_config.json rebuilds the run exactly (its "dataset" record is skipped).
     assert RunConfig.load(out / "run_config.json") == RunConfig(
         **{**config.__dict__, "data": str(data)}

@@ -10,6 +10,7 @@ with identical settings (Table III's ``ynet`` and ``bits64``) share one folder.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import sys
@@ -58,18 +59,46 @@ def settings_key(method: str, config: RunConfig, dataset_sha: str) -> str:
     # Settings added later drop out at their old value, so stored runs keep their keys.
     added = (
         ("distribute", "none"), ("stem_stride", 4), ("label_smoothing", 0.0),
-        ("backbone", "resnet"), ("flip", False), ("rmac_channels", 512),
+        ("backbone", "resnet"), ("flip", False), ("rmac_channels", 512), ("seg_guidance", "on"),
     )  # fmt: skip
     for name, old in added:
         if settings.get(name) == old:
             del settings[name]
+    if method not in YNET_METHODS:  # the segmentation guidance is Y-Net's alone
+        settings.pop("seg_guidance", None)
     if method == "plain_cnn":  # its own network and recipe: only these settings reach it
         settings = {k: v for k, v in settings.items() if k in PLAIN_CNN_SETTINGS}
     payload = {"version": VERSION, "method": method, "settings": settings, "data": dataset_sha}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# Methods that train (or read) a Y-Net of the run settings.
+YNET_METHODS = ("ynet", "ynet_embedding")
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_seg_guidance(data: str, dataset_sha: str, variant: str, val_fraction: float,
+                           seed: int) -> str:  # fmt: skip
+    from keras_ynet.dataset import load_dataset
+    from keras_ynet.mask_signal import decide_seg_guidance
+
+    config = RunConfig(data=data, variant=variant, val_fraction=val_fraction, seed=seed,
+                       seg_guidance="auto")  # fmt: skip
+    return decide_seg_guidance(load_dataset(data), config)[0]
+
+
 def plan_run(row: str, method: str, config: RunConfig, out: Path, dataset_sha: str) -> Run:
+    """The stored run of ``method`` with ``config`` on the dataset ``dataset_sha``.
+
+    ``--seg-guidance auto`` is resolved here, from the train split's masks as training
+    would (:func:`keras_ynet.mask_signal.decide_seg_guidance`): a run keys on what it
+    trains, so an ``auto`` that comes out ``on`` reuses the stored ``on`` runs.
+    """
+    if method in YNET_METHODS and config.seg_guidance == "auto":
+        guidance = _resolved_seg_guidance(
+            config.data, dataset_sha, config.variant, config.val_fraction, config.seed
+        )
+        config = dataclasses.replace(config, seg_guidance=guidance)
     key = settings_key(method, config, dataset_sha)
     return Run(row, method, config, key, out / "runs" / f"{method}-s{config.seed}-{key}")
 
