@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quality experiments of the fifth and sixth sessions, one after another (2 CPU cores run one
+# The quality experiments of the fifth to seventh sessions, one after another (2 CPU cores run one
 # training at a time best). Each step is resumable (stored runs are skipped), so the
 # queue can be stopped and started again. Figures land in docs/results.md.
 # (The fourth session's queue: git show a7c203b:scripts/quality_queue.sh.)
@@ -10,7 +10,7 @@ here=$(dirname "$0")
 all="ce_grid ce_guided ce_guided_augment paper ce_embedding ce_embedding_wide"
 py=${PY:-.venv/bin/python}
 data=${DATA:-../shared/data}
-if [ "${SIXTH:-0}" != 1 ]; then
+if [ "${SIXTH:-0}" != 1 ] && [ "${SEVENTH:-0}" != 1 ]; then
 # 1. The wide encoder with twice the resolution into every stage (no stem max-pool),
 #    cross-validated on both train splits against the earlier candidates. Stopped after
 #    rimone_dl and the first jsrt fold, where it had lost (docs/results.md); run again
@@ -42,6 +42,7 @@ for dataset in jsrt rimone_dl; do
     --methods ynet paper no_seg no_rmac circle grid_head no_flip coupling_fixed resnet_encoder
 done
 fi
+if [ "${SEVENTH:-0}" != 1 ]; then
 # --- Sixth session (SIXTH=1 runs only these) ---
 # 7. The default with a 128-channel R-MAC convolution, cross-validated (lost on jsrt).
 # 8. Table II of the default at the default schedule (1800 steps), 3 seeds.
@@ -59,3 +60,18 @@ STEPS=1800 SEEDS=3 METHODS="ynet classifier classifier_float" \
 "$py" -m keras_ynet.experiments table3 --data "$data/rimone_dl" --out results/t2/rimone_dl \
   --train-steps 600 --seeds 2 \
   --methods ynet paper no_seg no_rmac circle grid_head no_flip coupling_fixed resnet_encoder
+fi
+# --- Seventh session (SEVENTH=1 runs only these) ---
+# 10. The default with --seg-guidance auto (the segmentation loss trains only the mask
+#     head when the train split's masks say nothing about the labels), cross-validated:
+#     on rimone_dl it resolves to on (the stored runs), on every jsrt fold to off.
+# 11. Table II at 1800 steps with auto (rimone_dl: the stored runs), 3 seeds.
+# 12. Table III at 600 steps on jsrt with auto as the base, 3 seeds.
+if [ "${SEVENTH:-0}" = 1 ]; then
+  CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto" \
+    bash "$here/cv_search.sh" results/cv
+  STEPS=1800 SEEDS=3 METHODS="ynet classifier classifier_float" EXTRA="--seg-guidance auto" \
+    bash "$here/table2_default.sh" results/t2_1800
+  "$py" -m keras_ynet.experiments table3 --data "$data/jsrt" --out results/t2/jsrt \
+    --train-steps 600 --seeds 3 --seg-guidance auto --methods ynet seg_on seg_detached no_seg
+fi

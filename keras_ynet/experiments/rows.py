@@ -31,8 +31,13 @@ TABLE2_METHODS = (
 TABLE3_ROWS = {
     "ynet": {},
     "paper": dict(PRESETS["paper"]),
-    # Without segmentation guidance: the FPN loss weighted 0 (the branch still runs).
-    "no_seg": {"coupling": "fixed", "coupling_weights": (1.0, 0.0)},
+    # Without segmentation guidance: the FPN loss weighted 0 (the branch still runs, its
+    # mask head untrained).
+    "no_seg": {"coupling": "fixed", "coupling_weights": (1.0, 0.0), "seg_guidance": "on"},
+    # The segmentation loss trains the encoder (the paper's way) / only the mask head on
+    # detached features, whatever the train split's masks say (the default is auto).
+    "seg_on": {"seg_guidance": "on"},
+    "seg_detached": {"seg_guidance": "off"},
     # Without classification guidance (the R-MAC branch trains nothing).
     "no_rmac": {"variant": "no_rmac"},
     # Circle loss instead of cross-entropy as the classification guidance.
