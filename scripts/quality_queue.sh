@@ -67,6 +67,7 @@ fi
 #     on rimone_dl it resolves to on (the stored runs), on every jsrt fold to off.
 # 11. Table II at 1800 steps with auto (rimone_dl: the stored runs), 3 seeds.
 # 12. Table III at 600 steps on jsrt with auto as the base, 3 seeds.
+# 13. The plain-CNN row at the default schedule (1800 steps), 3 seeds.
 if [ "${SEVENTH:-0}" = 1 ]; then
   CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto" \
     bash "$here/cv_search.sh" results/cv
@@ -74,4 +75,5 @@ if [ "${SEVENTH:-0}" = 1 ]; then
     bash "$here/table2_default.sh" results/t2_1800
   "$py" -m keras_ynet.experiments table3 --data "$data/jsrt" --out results/t2/jsrt \
     --train-steps 600 --seeds 3 --seg-guidance auto --methods ynet seg_on seg_detached no_seg
+  STEPS=1800 SEEDS=3 METHODS="plain_cnn" bash "$here/table2_default.sh" results/t2_1800
 fi
