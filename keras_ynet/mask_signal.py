@@ -14,6 +14,8 @@ ranked by Euclidean distance. It sees where and how large each class is, which i
 a segmentation loss teaches; it cannot see texture. So a masks-only score near chance
 says the segmentation guidance has nothing to add to the labels: ``--seg-guidance auto``
 then keeps it off the encoder (:func:`decide_seg_guidance`), and ``on`` prints a note.
+The default is ``on``: on JSRT (masks at chance) the guidance still helped in
+cross-validation, as a regulariser (docs/results.md, seventh session).
 """
 
 from __future__ import annotations
@@ -109,9 +111,9 @@ def guidance_line(setting: str, resolved: str, signal: MaskSignal | None) -> str
         )
     elif resolved == "on" and signal is not None and signal.low:
         line += (
-            "; the masks say little about the labels here, so the guidance may cost "
-            "retrieval (docs/results.md, Table III on JSRT): --seg-guidance auto or off "
-            "trains the encoder without it"
+            "; the masks say little about the labels here, so the guidance can only "
+            "regularise the encoder (on JSRT that still helped in cross-validation, "
+            "docs/results.md); --seg-guidance auto or off trains the encoder without it"
         )
     elif resolved == "off":
         line += " (the mask head trains on detached features)"
