@@ -153,6 +153,12 @@ PRESETS["ce_embedding_plain_flip_auto"] = {
     **PRESETS["ce_embedding_plain_flip"],
     "seg_guidance": "auto",
 }
+# The default with the classifier row's recipe for the bits: cross-entropy read from the
+# hash values (the guided head), the segmentation guidance kept.
+PRESETS["ce_guided_plain_flip"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "hash_head": "guided",
+}
 # The default with a 128-channel R-MAC convolution (512: 590k of its 731k weights); lost
 # the sixth session's cross-validation on jsrt.
 PRESETS["ce_embedding_plain_flip_r128"] = {
