@@ -14,8 +14,10 @@ DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-1800}
 FOLDS=${FOLDS:-3}
-T2=${T2:-ynet classifier}     # Table II methods
-T3=${T3:-seg_detached}        # Table III rows (over the same default)
+# Each table is rewritten with the rows named here (their stored runs are reused), so
+# name every row the table should keep.
+T2=${T2:-ynet classifier plain_cnn}  # Table II methods
+T3=${T3:-seg_detached}               # Table III rows (over the same default)
 mkdir -p "$OUT"
 # The folds, written once with absolute paths (their rows name the dataset's own files).
 "$PY" - "$DATA/$DATASET" "$OUT" "$FOLDS" <<'PYEOF'

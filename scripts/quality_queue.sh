@@ -79,7 +79,6 @@ if [ "${SEVENTH:-0}" = 1 ]; then
   "$py" -m keras_ynet.experiments table3 --data "$data/jsrt" --out results/t2/jsrt \
     --train-steps 600 --seeds 3 --seg-guidance auto --methods ynet seg_on seg_detached no_seg
   bash "$here/fold_tables.sh" results/folds1800/jsrt jsrt
-  T2=plain_cnn T3= bash "$here/fold_tables.sh" results/folds1800/jsrt jsrt
   CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip" \
     bash "$here/cv_search.sh" results/cv
 fi
