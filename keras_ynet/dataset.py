@@ -68,8 +68,6 @@ __all__ = [
 # Layouts of the project's two real datasets, used when a folder has no dataset.json.
 FUNDUS_MASK_CLASSES = ("background", "disc", "cup")
 CHEST_MASK_CLASSES = ("background", "right_lung", "left_lung", "heart")
-# Mask kinds whose classes name a body side: a horizontal flip would swap their meaning.
-SIDE_SPECIFIC_KINDS = ("chest",)
 # Splits every consumer reads: train is the database, test the queries (and parity images).
 REQUIRED_SPLITS = ("train", "test")
 
@@ -155,12 +153,6 @@ class DatasetSpec:
             else:
                 mirror.append(index[name])
         return mirror
-
-    @property
-    def allows_horizontal_flip(self) -> bool:
-        """False when mask classes are side-specific (JSRT: right lung / left lung)."""
-        sided = any("left" in n or "right" in n for n in self.mask_class_names)
-        return self.mask_kind not in SIDE_SPECIFIC_KINDS and not sided
 
 
 def _open(path: Path, what: str) -> Image.Image:

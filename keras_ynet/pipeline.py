@@ -99,6 +99,7 @@ def augment_pair(
     seed,
     *,
     flip: bool = True,
+    mirror_classes=None,
     max_rotation_deg: float = MAX_ROTATION_DEG,
     scale_range: tuple[float, float] = SCALE_RANGE,
     brightness: float = BRIGHTNESS,
@@ -114,7 +115,10 @@ def augment_pair(
         image: (H, W, C) pixel values in [0, 255], any numeric dtype.
         mask: (H, W) integer labels.
         seed: int or shape-(2,) integer tensor; the same seed gives the same result.
-        flip: allow a random horizontal flip (turn off for side-specific classes).
+        flip: allow a random horizontal flip (:func:`mirror_pair`).
+        mirror_classes: mask class index -> its class in the mirrored image
+            (:attr:`keras_ynet.dataset.DatasetSpec.mirror_mask_classes`); None keeps
+            every class.
         max_rotation_deg: rotation drawn from [-max, max] degrees.
         scale_range: zoom factor range (> 1 enlarges the content).
         brightness: additive shift drawn from [-b, b] * 255.
@@ -129,9 +133,7 @@ def augment_pair(
         tf.random.experimental.stateless_split(_seed_pair(seed), num=5)
     )
     if flip:
-        do_flip = tf.random.stateless_uniform([], s_flip) < 0.5
-        image = tf.where(do_flip, tf.reverse(image, [1]), image)
-        mask = tf.where(do_flip, tf.reverse(mask, [1]), mask)
+        image, mask = mirror_pair(image, mask, s_flip, mirror_classes)
 
     limit = np.deg2rad(max_rotation_deg)
     angle = tf.random.stateless_uniform([], s_rot, -limit, limit)
@@ -162,16 +164,17 @@ def augment_pair(
     return tf.clip_by_value(image, 0.0, 255.0), mask
 
 
-def mirror_pair(image, mask, seed, mirror_classes) -> tuple[tf.Tensor, tf.Tensor]:
+def mirror_pair(image, mask, seed, mirror_classes=None) -> tuple[tf.Tensor, tf.Tensor]:
     """A random horizontal flip (probability 1/2) of an image and its mask; a flipped
     mask's classes are mapped through ``mirror_classes`` (class index -> its mirror
     image's class, :attr:`keras_ynet.dataset.DatasetSpec.mirror_mask_classes`), so a
-    mirrored right lung is labelled left lung."""
+    mirrored right lung is labelled left lung. None keeps every class."""
     image = tf.cast(image, tf.float32)
     mask = tf.cast(mask, tf.int32)
     do_flip = tf.random.stateless_uniform([], _seed_pair(seed)) < 0.5
     # Values past the classes (MISSING_MASK of a row without a mask) map to themselves.
-    table = list(mirror_classes) + list(range(len(mirror_classes), MISSING_MASK + 1))
+    mirror_classes = list(mirror_classes or [])
+    table = mirror_classes + list(range(len(mirror_classes), MISSING_MASK + 1))
     mirrored_mask = tf.gather(tf.constant(table, tf.int32), tf.reverse(mask, [1]))
     image = tf.where(do_flip, tf.reverse(image, [1]), image)
     return image, tf.where(do_flip, mirrored_mask, mask)
@@ -187,7 +190,6 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     repeat: bool = False,
-    flip: bool | None = None,
     drop_remainder: bool = False,
     mirror: bool = False,
 ) -> tf.data.Dataset:
@@ -199,12 +201,12 @@ def make_dataset(
         image_size: side of the square images and masks fed to the model.
         channels: 1 or 3; images are converted to it.
         batch_size: images per batch.
-        augment: apply :func:`augment_pair` (new random draws every epoch).
+        augment: apply :func:`augment_pair` (new random draws every epoch); its flips
+            swap side-specific mask classes as ``mirror`` does, and are left out where
+            a sided class has no partner (no mirror of such a mask is valid).
         shuffle: reshuffle the records every epoch.
         seed: seeds shuffling and augmentation; the same seed gives the same batches.
         repeat: repeat forever (for ``steps_per_epoch``).
-        flip: horizontal flips in augmentation; None = ``spec.allows_horizontal_flip``
-            (off for chest masks, whose right/left lung labels a flip would swap).
         drop_remainder: drop the last partial batch.
         mirror: random horizontal flips alone, when ``augment`` is off
             (:func:`mirror_pair`; side-specific mask classes swap).
@@ -222,15 +224,15 @@ def make_dataset(
         ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    mirror_classes = None
+    # One rule for every flip: side-specific mask classes swap (right lung <-> left lung).
+    mirror_classes = spec.mirror_mask_classes
     if mirror and not augment:
-        mirror_classes = spec.mirror_mask_classes
         if mirror_classes is None:
             raise ValueError(
                 f"{spec.root}: flips need a mirror of every mask class, and "
                 f"{spec.mask_class_names} name a side without its other side"
             )
-    if mirror_classes is not None:
+    if mirror and not augment:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
         def apply_mirror(example, pair_seed):
@@ -242,12 +244,14 @@ def make_dataset(
             apply_mirror, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
     elif augment:
-        use_flip = spec.allows_horizontal_flip if flip is None else flip
+        use_flip = mirror_classes is not None
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
         def apply(example, pair_seed):
             image, label, mask = example
-            image, mask = augment_pair(image, mask, pair_seed, flip=use_flip)
+            image, mask = augment_pair(
+                image, mask, pair_seed, flip=use_flip, mirror_classes=mirror_classes
+            )
             return image, {"label": label, "mask": mask}
 
         ds = tf.data.Dataset.zip(ds, seeds).map(

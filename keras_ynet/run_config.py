@@ -165,6 +165,13 @@ PRESETS["ce_embedding_plain_flip_r128"] = {
     **PRESETS["ce_embedding_plain_flip"],
     "rmac_channels": 128,
 }
+# The default with the full augmentation (mirror flips that swap side-specific mask
+# classes, rotation, scale, intensity); before the eighth session --augment left flips
+# out on such masks, so ce_guided_augment's JSRT figures had no flips.
+PRESETS["ce_embedding_plain_augment"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "augment": True,
+}
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)
 
@@ -200,7 +207,7 @@ class RunConfig:
         label_smoothing: label smoothing of the ``no_circle`` cross-entropy.
         val_fraction: share of the train split held out (stratified) for checkpointing.
         seed: seeds the weights, the validation fold, shuffling and augmentation.
-        augment: flips (where the masks allow), small rotation/scale, brightness/contrast.
+        augment: mirror flips (as ``flip``), small rotation/scale, brightness/contrast.
         stem_filters, stage_widths, stage_blocks: encoder widths.
         stem_stride: 4 (ResNet's stem) or 2 (no max-pool: twice the resolution).
         rmac_channels: channels of the R-MAC branch's convolution (embedding length).
@@ -244,7 +251,7 @@ class RunConfig:
     val_fraction: float = _setting(0.1, "share of the train split held out for checkpoints")
     seed: int = _setting(0, "seeds weights, validation fold, shuffling, augmentation")
     augment: bool = _setting(
-        False, "flips (where masks allow), small rotation/scale, brightness/contrast"
+        False, "mirror flips (as --flip), small rotation/scale, brightness/contrast"
     )
     # The default encoder and flips (preset ce_embedding_plain_flip) won the 3-fold
     # cross-validation of the fifth session on both datasets (docs/results.md).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quality experiments of the fifth to seventh sessions, one after another (2 CPU cores run one
+# The quality experiments of the fifth to eighth sessions, one after another (2 CPU cores run one
 # training at a time best). Each step is resumable (stored runs are skipped), so the
 # queue can be stopped and started again. Figures land in docs/results.md.
 # (The fourth session's queue: git show a7c203b:scripts/quality_queue.sh.)
@@ -10,7 +10,7 @@ here=$(dirname "$0")
 all="ce_grid ce_guided ce_guided_augment paper ce_embedding ce_embedding_wide"
 py=${PY:-.venv/bin/python}
 data=${DATA:-../shared/data}
-if [ "${SIXTH:-0}" != 1 ] && [ "${SEVENTH:-0}" != 1 ]; then
+if [ "${SIXTH:-0}" != 1 ] && [ "${SEVENTH:-0}" != 1 ] && [ "${EIGHTH:-0}" != 1 ]; then
 # 1. The wide encoder with twice the resolution into every stage (no stem max-pool),
 #    cross-validated on both train splits against the earlier candidates. Stopped after
 #    rimone_dl and the first jsrt fold, where it had lost (docs/results.md); run again
@@ -80,5 +80,15 @@ if [ "${SEVENTH:-0}" = 1 ]; then
     --train-steps 600 --seeds 3 --seg-guidance auto --methods ynet seg_on seg_detached no_seg
   bash "$here/fold_tables.sh" results/folds1800/jsrt jsrt
   CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip" \
+    bash "$here/cv_search.sh" results/cv
+fi
+# 16. Table II at the default schedule (1800 steps, 3 seeds, test splits) with every row
+#     the targets name: the paper's Y-Net and the plain CNN added to the earlier rows.
+# 17. The default with the full augmentation, now that its flips swap side-specific mask
+#     classes as --flip does, cross-validated.
+if [ "${EIGHTH:-0}" = 1 ]; then
+  STEPS=1800 SEEDS=3 METHODS="ynet ynet_paper classifier classifier_float plain_cnn" \
+    bash "$here/table2_default.sh" results/t2_1800
+  CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip ce_embedding_plain_augment" \
     bash "$here/cv_search.sh" results/cv
 fi

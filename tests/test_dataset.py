@@ -85,7 +85,7 @@ def test_dataset_json_declares_classes_and_kind(tmp_path):
         ["bg", "lesion", "x"],
         "lesion",
     )
-    assert spec.allows_horizontal_flip
+    assert spec.mirror_mask_classes == [0, 1, 2]  # no class names a side
 
 
 def test_missing_labels_csv(tmp_path):
@@ -223,20 +223,20 @@ def test_validation_fold_is_stratified_and_deterministic():
 
 
 @pytest.mark.parametrize(
-    "name, counts, n_classes, mask_classes, channels, flip",
-    [("jsrt", (223, 24), 3, 4, 1, False), ("rimone_dl", (437, 48), 2, 3, 3, True)],
+    "name, counts, n_classes, mask_classes, channels, mirror",
+    [("jsrt", (223, 24), 3, 4, 1, [0, 2, 1, 3]), ("rimone_dl", (437, 48), 2, 3, 3, [0, 1, 2])],
 )
-def test_real_datasets(name, counts, n_classes, mask_classes, channels, flip):
+def test_real_datasets(name, counts, n_classes, mask_classes, channels, mirror):
     root = SHARED_DATA / name
     if not (root / "labels.csv").is_file():
         pytest.skip(f"{root} not present")
     spec = load_dataset(root)
     assert (len(spec.split("train")), len(spec.split("test"))) == counts
     assert (len(spec.class_names), len(spec.mask_class_names)) == (n_classes, mask_classes)
-    assert (spec.channels, spec.image_size, spec.allows_horizontal_flip) == (
+    assert (spec.channels, spec.image_size, spec.mirror_mask_classes) == (
         channels,
         (256, 256),
-        flip,
+        mirror,
     )
 
 

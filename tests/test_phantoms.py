@@ -56,7 +56,7 @@ def test_vcdr_from_mask_by_hand():
 def test_chest_phantoms(tmp_path):
     spec = make_phantoms(tmp_path / "c", n_per_class=2, image_size=32, seed=0, kind="chest")
     assert spec.class_names == ["benign", "malignant", "non-nodule"]
-    assert (spec.channels, len(spec.mask_class_names), spec.allows_horizontal_flip) == (1, 4, False)
+    assert (spec.channels, len(spec.mask_class_names)) == (1, 4)
     # A mirror image swaps the lungs and keeps background and heart.
     assert spec.mask_class_names == ["background", "right_lung", "left_lung", "heart"]
     assert spec.mirror_mask_classes == [0, 2, 1, 3]

@@ -106,13 +106,33 @@ def test_flip_and_photometric_jitter():
     assert not np.allclose(jittered.numpy(), image)
 
 
-def test_chest_masks_are_not_flipped_by_default(tmp_path):
+def test_augmented_chest_masks_swap_their_lungs_when_flipped(tmp_path):
+    """--augment flips by the rule of --flip: a mirrored right lung is labelled left."""
     chest = make_phantoms(tmp_path, n_per_class=2, image_size=32, kind="chest")
-    ds = make_dataset(chest, chest.records, 32, 1, 6, augment=True, shuffle=True, seed=0)
-    for _ in range(3):
+    n = len(chest.records)
+    plain = make_dataset(chest, chest.records, 32, 1, n, augment=False, shuffle=False, seed=0)
+    heart_x = [np.nonzero(m == 3)[1].mean() for m in first_batch(plain)[2]]
+    ds = make_dataset(chest, chest.records, 32, 1, n, augment=True, shuffle=False, seed=0)
+    flipped = 0
+    for _ in range(2):
         _, _, masks = first_batch(ds)
-        for m in masks:  # right lung (1) stays on the image left, left lung (2) right
+        for m, x in zip(masks, heart_x):
+            # The right lung (1) lies on the image's left whether flipped or not.
             assert np.nonzero(m == 1)[1].mean() < 16 < np.nonzero(m == 2)[1].mean()
+            # The heart sits right of centre; a flip moves it to the mirror position.
+            new_x = np.nonzero(m == 3)[1].mean()
+            flipped += abs(new_x - (31 - x)) < abs(new_x - x)
+    assert 0 < flipped < 2 * n
+
+
+def test_augment_flip_maps_mask_classes():
+    image, mask = block_pair()
+    kwargs = dict(max_rotation_deg=0.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0)
+    table = [0, 2, 1, 3]
+    outs = [augment_pair(image, mask, s, mirror_classes=table, **kwargs)[1].numpy() for s in range(8)]
+    mirrored = np.asarray(table)[mask[:, ::-1]]
+    assert any(np.array_equal(m, mirrored) for m in outs)
+    assert all(np.array_equal(m, mask) or np.array_equal(m, mirrored) for m in outs)
 
 
 def test_each_file_is_decoded_once_per_process(tmp_path, monkeypatch):
