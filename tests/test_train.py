@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from keras_ynet.dataset import load_dataset, validation_fold
 from keras_ynet.evaluate import main as evaluate_main
 from keras_ynet.phantoms import make_phantoms
 from keras_ynet.run_config import RunConfig
@@ -140,3 +141,66 @@ def test_train_and_evaluate_on_a_jsrt_subset(shared_data, tmp_path, capsys):
     assert result["spdd_map"] is not None  # JSRT has a diagnosis column
     assert result["vcdr_gap_at_10"] is None  # chest masks have no disc/cup
     assert 0.0 <= result["map"]["k"]["10"] <= 1.0
+
+
+def write_ultrasound_form(root, n_per_class=8, seed=0):
+    """A dataset in the form of the public breast-ultrasound sets (BUSI and the like):
+    RGB-stored grey images of several non-square sizes, lesion masks stored as 0/255,
+    ``normal`` images with an empty mask, two rows without a mask, no dataset.json.
+    Lesions: benign round and smooth, malignant irregular and darker."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows, sizes = [], [(48, 56), (40, 64), (56, 56)]
+    for label in ("benign", "malignant", "normal"):
+        for i in range(n_per_class):
+            rid = f"{label}_{i}"
+            h, w = sizes[i % len(sizes)]
+            yy, xx = np.mgrid[0:h, 0:w]
+            image = rng.gamma(2.0, 40.0, (h, w))  # speckle
+            cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
+            angle = np.arctan2(yy - cy, xx - cx)
+            radius = rng.uniform(0.12, 0.2) * min(h, w)
+            if label == "malignant":  # spiculated outline
+                radius = radius * (1 + 0.35 * np.sin(7 * angle + rng.uniform(0, 6)))
+            lesion = np.hypot(yy - cy, xx - cx) < radius
+            if label == "normal":
+                lesion[:] = False
+            image[lesion] *= 0.25 if label == "malignant" else 0.5
+            grey = np.clip(image, 0, 255).astype(np.uint8)
+            Image.fromarray(np.repeat(grey[..., None], 3, axis=-1)).save(root / f"images/{rid}.png")
+            Image.fromarray((lesion * 255).astype(np.uint8)).save(root / f"masks/{rid}.png")
+            mask_cell = "" if rid in ("benign_1", "malignant_2") else f"masks/{rid}.png"
+            split = "test" if i >= n_per_class - 2 else "train"
+            rows.append(f"{rid},images/{rid}.png,{mask_cell},{label},{split}")
+    (root / "labels.csv").write_text("id,image,mask,label,split\n" + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_the_default_trains_on_the_common_ultrasound_form_as_it_is(tmp_path):
+    """Issue #9 items 4-5: the unchanged default trains and evaluates on a dataset in the
+    form of the held-back modality (0/255 lesion masks, empty masks, rows without one)."""
+    data = write_ultrasound_form(tmp_path / "us")
+    out = tmp_path / "run"
+    config = RunConfig(data=str(data), out=str(out), image_size=32, train_steps=8, batch_size=6)
+    train(config, verbose=0)
+    saved = json.loads((out / "run_config.json").read_text())["dataset"]
+    assert saved["class_names"] == ["benign", "malignant", "normal"]
+    assert saved["mask_class_names"] == ["background", "foreground"]
+    assert (saved["n_train"] + saved["n_validation"], saved["n_test"]) == (18, 6)
+    info = json.loads((out / "train_info.json").read_text())
+    # The two rows without a mask are left out of the mask signal, not read as empty.
+    spec = load_dataset(data)
+    fit, _ = validation_fold(spec.split("train"), config.val_fraction, seed=config.seed)
+    without = {"benign_1", "malignant_2"} & {r.id for r in fit}
+    assert info["mask_signal"]["n_images"] == len(fit) - len(without) < len(fit) == 15
+    assert info["seg_guidance"] == "on"
+    history = read_history(out / "history.csv")
+    assert all(np.isfinite(float(row["seg_loss"])) for row in history)
+    # 6 test queries, 5 results each: precision@5 counts hits out of 30.
+    metrics = json.loads((out / "metrics.json").read_text())
+    hits = metrics["precision"]["5"] * 30
+    assert hits == pytest.approx(round(hits)) and 0 <= round(hits) <= 30
