@@ -40,7 +40,8 @@ class YNet(keras.Model):
         bits: hash length, one of 32, 64, 128, 256.
         variant: ``ynet`` (circle loss, the paper's) or an ablation: ``no_fpn`` (no
             segmentation loss), ``no_rmac`` (no classification loss), ``no_circle``
-            (softmax cross-entropy on the R-MAC embedding instead of circle loss).
+            (softmax cross-entropy on the R-MAC embedding instead of circle loss),
+            ``circle_ce`` (both on the embedding, summed).
         hash_head: one of :data:`keras_ynet.run_config.HASH_HEADS`: ``trained`` (the
             paper's grid, trained), our ``embedding`` or ``guided`` head, or the paper's
             untrained ``mean`` / ``conv`` (see :mod:`keras_ynet.hash_head`).
@@ -59,7 +60,8 @@ class YNet(keras.Model):
         rmac_channels: channels of the 3x3 convolution before R-MAC pooling.
         rmac_levels: R-MAC scales L.
         hash_loss_weight: weight of the hash terms of the ``trained`` and ``embedding`` heads.
-        label_smoothing: label smoothing of the ``no_circle`` cross-entropy (0: none).
+        label_smoothing: label smoothing of the cross-entropy guidance (0: none).
+        circle_gamma, circle_margin: scale and margin of every circle-loss term.
         class_names: names of the image classes, index order (saved with the model).
         mask_class_names: names of the mask classes, value order.
         seed: seed of the initialisers that are never trained (``conv`` hash head).
@@ -90,6 +92,8 @@ class YNet(keras.Model):
         rmac_levels=3,
         hash_loss_weight=1.0,
         label_smoothing=0.0,
+        circle_gamma=losses.CIRCLE_GAMMA,
+        circle_margin=losses.CIRCLE_MARGIN,
         class_names=None,
         mask_class_names=None,
         seed=0,
@@ -170,13 +174,15 @@ class YNet(keras.Model):
         self.rmac_levels = rmac_levels
         self.hash_loss_weight = hash_loss_weight
         self.label_smoothing = float(label_smoothing)
+        self.circle_gamma = float(circle_gamma)
+        self.circle_margin = float(circle_margin)
         self.class_names = list(class_names) if class_names is not None else None
         self.mask_class_names = list(mask_class_names) if mask_class_names is not None else None
         self.seed = seed
 
         # === Training-only parts (not in the exported graph) ===
         self.loss_coupling = losses.LossCoupling(coupling, self.coupling_weights, name="coupling")
-        if variant == "no_circle":
+        if variant in ("no_circle", "circle_ce"):
             self.classifier = layers.Dense(num_classes, name="classifier")
             self.classifier.build((None, bits if hash_head in GUIDED_HEADS else rmac_channels))
         term_names = []
@@ -213,6 +219,8 @@ class YNet(keras.Model):
             "rmac_levels": self.rmac_levels,
             "hash_loss_weight": self.hash_loss_weight,
             "label_smoothing": self.label_smoothing,
+            "circle_gamma": self.circle_gamma,
+            "circle_margin": self.circle_margin,
             "class_names": self.class_names,
             "mask_class_names": self.mask_class_names,
             "seed": self.seed,
@@ -230,12 +238,12 @@ class YNet(keras.Model):
         guided = self.hash_head in GUIDED_HEADS
         # A guided head puts the classification guidance on the hash values themselves.
         guide = outputs["hash"] if guided else outputs["embedding"]
-        if self.variant in ("ynet", "no_fpn"):
-            terms["cls"] = losses.circle_loss(labels, l2_normalize(guide))
-        elif self.variant == "no_circle":
-            terms["cls"] = losses.classification_loss(
-                labels, self.classifier(guide), self.label_smoothing
-            )
+        circle = dict(gamma=self.circle_gamma, margin=self.circle_margin)
+        if self.variant in ("ynet", "no_fpn", "circle_ce"):
+            terms["cls"] = losses.circle_loss(labels, l2_normalize(guide), **circle)
+        if self.variant in ("no_circle", "circle_ce"):
+            ce = losses.classification_loss(labels, self.classifier(guide), self.label_smoothing)
+            terms["cls"] = terms["cls"] + ce if "cls" in terms else ce
         if self.variant != "no_fpn":
             terms["seg"] = losses.segmentation_loss(masks, outputs["mask"])
         if self.hash_head in TRAINED_HEADS:
@@ -244,7 +252,7 @@ class YNet(keras.Model):
                 terms["hash"] = losses.quantization_loss(h)
             else:
                 terms["hash"] = losses.circle_loss(
-                    labels, l2_normalize(h)
+                    labels, l2_normalize(h), **circle
                 ) + losses.quantization_loss(h)
         return terms
 

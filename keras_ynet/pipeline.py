@@ -180,6 +180,24 @@ def mirror_pair(image, mask, seed, mirror_classes=None) -> tuple[tf.Tensor, tf.T
     return image, tf.where(do_flip, mirrored_mask, mask)
 
 
+def balanced_stream(images, labels, masks, seed: int) -> tf.data.Dataset:
+    """An endless stream of ``(image, label, mask)`` that takes the classes in turn,
+    each from its own stream reshuffled on every pass over that class, so a batch of B
+    holds B // C or B // C + 1 images of each of the C classes (the P x K batches that
+    metric-learning losses such as circle loss are usually trained with). A class with
+    fewer images is passed over more often than a large one."""
+    streams = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        streams.append(
+            tf.data.Dataset.from_tensor_slices((images[idx], labels[idx], masks[idx]))
+            .shuffle(len(idx), seed=seed + int(c), reshuffle_each_iteration=True)
+            .repeat()
+        )
+    turns = tf.data.Dataset.range(len(streams)).repeat()
+    return tf.data.Dataset.choose_from_datasets(streams, turns)
+
+
 def make_dataset(
     spec: DatasetSpec,
     records: list[Record],
@@ -192,6 +210,7 @@ def make_dataset(
     repeat: bool = False,
     drop_remainder: bool = False,
     mirror: bool = False,
+    balanced: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(images, {"label": labels, "mask": masks})`` from ``records``.
 
@@ -210,6 +229,8 @@ def make_dataset(
         drop_remainder: drop the last partial batch.
         mirror: random horizontal flips alone, when ``augment`` is off
             (:func:`mirror_pair`; side-specific mask classes swap).
+        balanced: with ``shuffle``, every batch holds the classes in equal shares
+            (:func:`balanced_stream`); an epoch still has ``len(records)`` images.
 
     Raises:
         ValueError: ``mirror`` on a dataset whose masks have a sided class without a
@@ -219,8 +240,13 @@ def make_dataset(
         raise ValueError("make_dataset got no records")
     images, masks = load_arrays(records, image_size, channels)
     labels = spec.label_ids(records)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels, masks))
-    if shuffle:
+    if balanced and not shuffle:
+        raise ValueError("balanced batches are drawn at random: they need shuffle")
+    if balanced:
+        ds = balanced_stream(images, labels, masks, seed).take(len(records))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((images, labels, masks))
+    if shuffle and not balanced:
         ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()

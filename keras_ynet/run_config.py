@@ -18,7 +18,7 @@ from deploy.contract import VALID_BITS
 
 # The model's options, named once (keras_ynet.model, keras_ynet.losses and
 # keras_ynet.hash_head import them from here).
-VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle")
+VARIANTS = ("ynet", "no_fpn", "no_rmac", "no_circle", "circle_ce")
 COUPLINGS = ("alpha", "uncertainty", "fixed")
 # Whether the segmentation loss trains the encoder: on (the paper), off (the mask head
 # trains on detached features), auto (off when the train split's masks say little about
@@ -172,6 +172,27 @@ PRESETS["ce_embedding_plain_augment"] = {
     **PRESETS["ce_embedding_plain_flip"],
     "augment": True,
 }
+# Batch composition: the classes in equal shares in every batch.
+PRESETS["ce_embedding_plain_flip_balanced"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "balanced_batches": True,
+}
+# Both guidances on the embedding (circle loss and cross-entropy), balanced batches so
+# every circle anchor has positives.
+PRESETS["circle_ce_plain_flip"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "variant": "circle_ce",
+    "balanced_batches": True,
+}
+# Circle loss alone on the default's encoder, head and flips, revisited: a softer scale
+# (gamma 16 against the paper's 32, which fits a few hundred images: docs/results.md) and
+# balanced batches.
+PRESETS["circle_plain_flip_g16"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "variant": "ynet",
+    "circle_gamma": 16.0,
+    "balanced_batches": True,
+}
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)
 
@@ -197,7 +218,13 @@ class RunConfig:
         image_size: side of the square model input, in pixels.
         bits: hash length.
         variant: ``ynet`` (circle loss on the R-MAC branch, the paper) or an ablation;
-            ``no_circle`` puts softmax cross-entropy in place of circle loss.
+            ``no_circle`` puts softmax cross-entropy in place of circle loss,
+            ``circle_ce`` trains the embedding with both.
+        circle_gamma, circle_margin: scale and relaxation margin of every circle-loss
+            term (the guidance of ``ynet``/``circle_ce`` and the hash head's).
+        balanced_batches: every batch holds the classes in equal shares (round robin
+            over per-class shuffled streams), so each anchor of the circle loss has
+            positives and a rare class is seen as often as a common one.
         coupling: ``alpha``, ``uncertainty`` or ``fixed``.
         coupling_weights: (w_cls, w_seg) for ``fixed``.
         seg_guidance: ``on``, ``off`` or ``auto`` (:func:`keras_ynet.mask_signal.decide_seg_guidance`).
@@ -230,8 +257,12 @@ class RunConfig:
     # --preset paper trains the paper's Y-Net.
     variant: str = _setting(
         "no_circle", "classification guidance: ynet = circle loss (the paper), no_circle = "
-        "cross-entropy; no_fpn / no_rmac drop a branch", VARIANTS,
+        "cross-entropy, circle_ce = both; no_fpn / no_rmac drop a branch", VARIANTS,
     )  # fmt: skip
+    # The paper's circle loss settings (gamma 32, margin 0.25); keras.losses.Circle's own
+    # defaults are 80 and 0.4.
+    circle_gamma: float = _setting(32.0, "circle loss scale gamma (every circle term)")
+    circle_margin: float = _setting(0.25, "circle loss relaxation margin m (every circle term)")
     coupling: str = _setting("uncertainty", "how the two guidance losses are weighted", COUPLINGS)
     coupling_weights: tuple[float, float] = _setting(
         (1.0, 1.0), "(W_CLS, W_SEG) for --coupling fixed"
@@ -250,6 +281,9 @@ class RunConfig:
     )
     val_fraction: float = _setting(0.1, "share of the train split held out for checkpoints")
     seed: int = _setting(0, "seeds weights, validation fold, shuffling, augmentation")
+    balanced_batches: bool = _setting(
+        False, "every batch holds the classes in equal shares (round robin over classes)"
+    )
     augment: bool = _setting(
         False, "mirror flips (as --flip), small rotation/scale, brightness/contrast"
     )

@@ -70,6 +70,8 @@ def build_model(config: RunConfig, spec, image_size: int, seg_guidance: str | No
         backbone=config.backbone,
         rmac_channels=config.rmac_channels,
         label_smoothing=config.label_smoothing,
+        circle_gamma=config.circle_gamma,
+        circle_margin=config.circle_margin,
         class_names=spec.class_names,
         mask_class_names=spec.mask_class_names,
         seed=config.seed,

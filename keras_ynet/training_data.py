@@ -46,6 +46,7 @@ def prepare_training_data(spec: DatasetSpec, config) -> TrainingData:
     dataset = make_dataset(
         spec, fit_records, size, channels, batch, augment=config.augment, shuffle=True,
         seed=config.seed, drop_remainder=True, mirror=config.flip,
+        balanced=config.balanced_batches,
     )  # fmt: skip
     return TrainingData(
         spec=spec,

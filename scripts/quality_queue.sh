@@ -84,11 +84,12 @@ if [ "${SEVENTH:-0}" = 1 ]; then
 fi
 # 16. Table II at the default schedule (1800 steps, 3 seeds, test splits) with every row
 #     the targets name: the paper's Y-Net and the plain CNN added to the earlier rows.
-# 17. The default with the full augmentation, now that its flips swap side-specific mask
-#     classes as --flip does, cross-validated.
+# 17. Cross-validated: the default with the full augmentation (its flips now swap
+#     side-specific mask classes as --flip's do), with balanced batches, with circle loss
+#     and cross-entropy together, and circle loss alone at gamma 16 with balanced batches.
 if [ "${EIGHTH:-0}" = 1 ]; then
   STEPS=1800 SEEDS=3 METHODS="ynet ynet_paper classifier classifier_float plain_cnn" \
     bash "$here/table2_default.sh" results/t2_1800
-  CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip ce_embedding_plain_augment" \
+  CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip ce_embedding_plain_augment ce_embedding_plain_flip_balanced circle_ce_plain_flip circle_plain_flip_g16" \
     bash "$here/cv_search.sh" results/cv
 fi

@@ -103,6 +103,9 @@ def test_settings_added_later_keep_the_keys_of_stored_runs():
         "flip",
         "rmac_channels",
         "seg_guidance",
+        "circle_gamma",
+        "circle_margin",
+        "balanced_batches",
     ):
         del settings[name]
     payload = {"version": runs.VERSION, "method": "ynet", "settings": settings, "data": "sha"}

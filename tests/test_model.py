@@ -246,3 +246,27 @@ def test_segmentation_loss_reaches_the_encoder_only_when_guidance_is_on(trains_e
     )
     loaded = load_ynet(save_ynet(model, tmp_path / "m.keras"))
     assert loaded.get_config()["seg_trains_encoder"] is trains_encoder
+
+
+def test_circle_ce_sums_both_guidances_with_the_set_circle_loss():
+    """variant circle_ce: circle loss and cross-entropy on the embedding; every circle
+    term (the guidance and the trained hash head's) uses the model's gamma and margin."""
+    from keras_ynet import losses
+    from keras_ynet.layers import l2_normalize
+
+    model = YNet(**TINY, variant="circle_ce", hash_head="embedding", circle_gamma=16.0,
+                 circle_margin=0.3)  # fmt: skip
+    outputs = model(images(4), training=False)
+    labels = np.array([0, 1, 0, 1])
+    terms = model.loss_terms({"label": labels, "mask": np.zeros((4, 64, 64), np.int32)}, outputs)
+    circle = losses.circle_loss(labels, l2_normalize(outputs["embedding"]), 16.0, 0.3)
+    ce = losses.classification_loss(labels, model.classifier(outputs["embedding"]))
+    np.testing.assert_allclose(float(terms["cls"]), float(circle) + float(ce), rtol=1e-5)
+    h = outputs["hash"]
+    hash_term = losses.circle_loss(labels, l2_normalize(h), 16.0, 0.3) + losses.quantization_loss(h)
+    np.testing.assert_allclose(float(terms["hash"]), float(hash_term), rtol=1e-5)
+    # The paper's gamma and margin give another value: the settings reach the loss.
+    paper = losses.circle_loss(labels, l2_normalize(h))
+    assert abs(float(paper) - float(losses.circle_loss(labels, l2_normalize(h), 16.0, 0.3))) > 1e-3
+    clone = YNet.from_config(model.get_config())
+    assert (clone.circle_gamma, clone.circle_margin, clone.variant) == (16.0, 0.3, "circle_ce")

@@ -176,3 +176,22 @@ def test_mirror_pair_swaps_left_and_right_mask_classes():
             assert out_image.tolist() == image[..., 0].tolist()
             assert out_mask.tolist() == mask.tolist()
     assert seen == {"flipped", "kept"}
+
+
+def test_balanced_batches_hold_the_classes_in_equal_shares(fundus):
+    """1 image of one class and 3 of the other: every batch of 2 holds 1 of each, and
+    the rare image comes back in every batch."""
+    train = fundus.split("train")
+    rare = [r for r in train if r.label == "glaucoma"][:1]
+    common = [r for r in train if r.label == "normal"][:3]
+    records = rare + common
+    ds = make_dataset(fundus, records, 24, 1, 2, augment=False, shuffle=True, seed=0,
+                      drop_remainder=True, balanced=True)  # fmt: skip
+    for _ in range(2):  # two epochs
+        batches = [b[1]["label"].numpy() for b in ds]
+        assert len(batches) == 2  # an epoch still has len(records) images
+        for labels in batches:
+            assert sorted(labels.tolist()) == [0, 1]
+    with pytest.raises(ValueError, match="need shuffle"):
+        make_dataset(fundus, records, 24, 1, 2, augment=False, shuffle=False, seed=0,
+                     balanced=True)  # fmt: skip

@@ -57,8 +57,9 @@ def run_plain_cnn(spec, config, out, verbose: int = 0) -> dict:
     evaluation), with this network in place of the shared encoder."""
     from keras_ynet.baselines.classifier_codes import run_classifier
 
-    # Its flips are in its training graph; Y-Net's augmentation settings do not apply.
-    config = dataclasses.replace(config, augment=False, flip=False)
+    # Its flips are in its training graph; Y-Net's augmentation and batch settings do
+    # not apply (its run key ignores them: keras_ynet.experiments.runs.PLAIN_CNN_SETTINGS).
+    config = dataclasses.replace(config, augment=False, flip=False, balanced_batches=False)
 
     def networks(spec, config):
         keras.utils.set_random_seed(config.seed)

@@ -60,6 +60,7 @@ def settings_key(method: str, config: RunConfig, dataset_sha: str) -> str:
     added = (
         ("distribute", "none"), ("stem_stride", 4), ("label_smoothing", 0.0),
         ("backbone", "resnet"), ("flip", False), ("rmac_channels", 512), ("seg_guidance", "on"),
+        ("circle_gamma", 32.0), ("circle_margin", 0.25), ("balanced_batches", False),
     )  # fmt: skip
     for name, old in added:
         if settings.get(name) == old:
