@@ -116,7 +116,7 @@ def test_augmented_chest_masks_swap_their_lungs_when_flipped(tmp_path):
     flipped = 0
     for _ in range(2):
         _, _, masks = first_batch(ds)
-        for m, x in zip(masks, heart_x):
+        for m, x in zip(masks, heart_x, strict=True):
             # The right lung (1) lies on the image's left whether flipped or not.
             assert np.nonzero(m == 1)[1].mean() < 16 < np.nonzero(m == 2)[1].mean()
             # The heart sits right of centre; a flip moves it to the mirror position.
@@ -129,7 +129,9 @@ def test_augment_flip_maps_mask_classes():
     image, mask = block_pair()
     kwargs = dict(max_rotation_deg=0.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0)
     table = [0, 2, 1, 3]
-    outs = [augment_pair(image, mask, s, mirror_classes=table, **kwargs)[1].numpy() for s in range(8)]
+    outs = [
+        augment_pair(image, mask, s, mirror_classes=table, **kwargs)[1].numpy() for s in range(8)
+    ]
     mirrored = np.asarray(table)[mask[:, ::-1]]
     assert any(np.array_equal(m, mirrored) for m in outs)
     assert all(np.array_equal(m, mask) or np.array_equal(m, mirrored) for m in outs)
