@@ -424,6 +424,11 @@ def check_run_settings(config: RunConfig) -> list[str]:
         problems.append(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     if not config.learning_rate > 0 or not config.weight_decay >= 0:
         problems.append("--learning-rate must be > 0 and --weight-decay >= 0")
+    if not config.circle_gamma > 0 or not 0.0 <= config.circle_margin < 1.0:
+        problems.append(
+            f"--circle-gamma must be > 0 and --circle-margin in [0, 1) (cosine similarities), "
+            f"got {config.circle_gamma} and {config.circle_margin}"
+        )
     if config.rmac_channels < 1:
         problems.append(f"--rmac-channels must be >= 1, got {config.rmac_channels}")
     if len(config.stage_widths) != len(config.stage_blocks):

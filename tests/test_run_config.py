@@ -52,6 +52,11 @@ def test_given_flags_win_and_the_rest_are_defaults():
         (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1)"),
         (["--stage-blocks", "1", "1"], "--stage-widths and --stage-blocks need the same number"),
         (["--hash-head", "nope"], "invalid choice: 'nope'"),
+        (
+            ["--circle-margin", "1.2"],
+            "--circle-margin in [0, 1) (cosine similarities), got 32.0 and 1.2",
+        ),
+        (["--circle-gamma", "0"], "--circle-gamma must be > 0"),
     ],
 )
 def test_bad_settings_are_usage_errors(argv, message, capsys):
