@@ -246,8 +246,8 @@ def make_dataset(
         ds = balanced_stream(images, labels, masks, seed).take(len(records))
     else:
         ds = tf.data.Dataset.from_tensor_slices((images, labels, masks))
-    if shuffle and not balanced:
-        ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
+        if shuffle:
+            ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     # One rule for every flip: side-specific mask classes swap (right lung <-> left lung).
@@ -258,7 +258,6 @@ def make_dataset(
                 f"{spec.root}: flips need a mirror of every mask class, and "
                 f"{spec.mask_class_names} name a side without its other side"
             )
-    if mirror and not augment:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
         def apply_mirror(example, pair_seed):
