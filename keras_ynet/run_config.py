@@ -193,6 +193,22 @@ PRESETS["circle_plain_flip_g16"] = {
     "circle_gamma": 16.0,
     "balanced_batches": True,
 }
+# Ninth session, each the default with one change: label smoothing 0.1 on the
+# cross-entropy guidance (a regulariser for a few hundred images), the coupling fixed at
+# 1:1 instead of learned, and the plain encoder twice as wide (32..256 filters).
+PRESETS["ce_embedding_plain_flip_ls"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "label_smoothing": 0.1,
+}
+PRESETS["ce_embedding_plain_flip_fixed"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "coupling": "fixed",
+    "coupling_weights": (1.0, 1.0),
+}
+PRESETS["ce_embedding_plain_flip_w2"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "stage_widths": (32, 64, 128, 256),
+}
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quality experiments of the fifth to eighth sessions, one after another (2 CPU cores run one
+# The quality experiments of the fifth to ninth sessions, one after another (2 CPU cores run one
 # training at a time best). Each step is resumable (stored runs are skipped), so the
 # queue can be stopped and started again. Figures land in docs/results.md.
 # (The fourth session's queue: git show a7c203b:scripts/quality_queue.sh.)
@@ -10,7 +10,7 @@ here=$(dirname "$0")
 all="ce_grid ce_guided ce_guided_augment paper ce_embedding ce_embedding_wide"
 py=${PY:-.venv/bin/python}
 data=${DATA:-../shared/data}
-if [ "${SIXTH:-0}" != 1 ] && [ "${SEVENTH:-0}" != 1 ] && [ "${EIGHTH:-0}" != 1 ]; then
+if [ "${SIXTH:-0}" != 1 ] && [ "${SEVENTH:-0}" != 1 ] && [ "${EIGHTH:-0}" != 1 ] && [ "${NINTH:-0}" != 1 ]; then
 # 1. The wide encoder with twice the resolution into every stage (no stem max-pool),
 #    cross-validated on both train splits against the earlier candidates. Stopped after
 #    rimone_dl and the first jsrt fold, where it had lost (docs/results.md); run again
@@ -42,7 +42,7 @@ for dataset in jsrt rimone_dl; do
     --methods ynet paper no_seg no_rmac circle grid_head no_flip coupling_fixed resnet_encoder
 done
 fi
-if [ "${SEVENTH:-0}" != 1 ]; then
+if [ "${SEVENTH:-0}" != 1 ] && [ "${NINTH:-0}" != 1 ]; then
 # --- Sixth session (SIXTH=1 runs only these) ---
 # 7. The default with a 128-channel R-MAC convolution, cross-validated (lost on jsrt).
 # 8. Table II of the default at the default schedule (1800 steps), 3 seeds.
@@ -92,4 +92,14 @@ if [ "${EIGHTH:-0}" = 1 ]; then
     bash "$here/table2_default.sh" results/t2_1800
   CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip ce_embedding_plain_augment ce_embedding_plain_flip_balanced circle_ce_plain_flip circle_plain_flip_g16" \
     bash "$here/cv_search.sh" results/cv
+fi
+# --- Ninth session (NINTH=1 runs only these) ---
+# 18. Cross-validated, each the default with one change: label smoothing 0.1, the coupling
+#     fixed at 1:1, the plain encoder twice as wide, the plain encoder without flips.
+# 19. The paper's Y-Net at the default schedule: its third seed (Table II at 1800 steps).
+if [ "${NINTH:-0}" = 1 ]; then
+  CANDIDATES="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip ce_embedding_plain_augment ce_embedding_plain_flip_balanced circle_ce_plain_flip circle_plain_flip_g16 ce_embedding_plain_flip_ls ce_embedding_plain_flip_fixed ce_embedding_plain_flip_w2 ce_embedding_plain" \
+    bash "$here/cv_search.sh" results/cv
+  STEPS=1800 SEEDS=3 METHODS="ynet ynet_paper classifier classifier_float plain_cnn" \
+    bash "$here/table2_default.sh" results/t2_1800
 fi
