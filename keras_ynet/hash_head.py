@@ -2,7 +2,7 @@
 
 The paper convolves the C x H x W core node to c x h x w with c * h * w = bits
 (64 bits: 256 x 8 x 8 -> 1 x 8 x 8), flattens, applies tanh and takes the sign. It does
-not train this head; at test time it describes the aggregation as a channel mean. Five
+not train this head; at test time it describes the aggregation as a channel mean. Six
 heads are offered:
 
 * ``"mean"``: the channel mean over c groups of channels (the paper's test-time head);
@@ -29,6 +29,12 @@ heads are offered:
   classifier's recipe for sign codes). Its bits are signed by training, so their
   thresholds stay at zero (a median split would cut the larger class in two).
 
+* ``"combined"`` (our option, not in the paper): the first half of the bits from the
+  embedding (as ``embedding``), the second half from the core-node grid (as
+  ``trained``), both trained by the one hash loss on all the bits: retrieval that keeps
+  most of the embedding's, with a region map for the grid's half (the search report
+  draws agreement from those bits).
+
 Every head is followed by :class:`~keras_ynet.layers.BitCentering`, whose thresholds are
 fitted on the training codes by :func:`fit_bit_thresholds`.
 """
@@ -44,10 +50,13 @@ from keras import layers, ops
 from keras_ynet.layers import PACKAGE, BitCentering
 from keras_ynet.run_config import HASH_HEADS
 
-# The layer whose input is the (h, w, c) grid the bits are read from, and whose output
-# is what the bit thresholds split (keras_ynet.ynet_codes).
+# The layer whose input is the (h, w, c) grid the bits are read from (or, in the combined
+# head, that concatenates its two parts), and whose output is what the bit thresholds
+# split (keras_ynet.ynet_codes).
 HASH_GRID_LAYER = "hash_flatten"
-TRAINED_HEADS = ("trained", "embedding", "guided")  # heads with a hash loss term
+# The combined head's grid part: the layer whose input is its (h, w, c) grid.
+REGION_FLATTEN = "hash_region_flatten"
+TRAINED_HEADS = ("trained", "embedding", "guided", "combined")  # heads with a hash loss term
 GUIDED_HEADS = ("guided",)  # heads the classification guidance reads
 SIGNED_HEADS = ("guided",)  # heads whose bit thresholds stay at zero
 
@@ -112,64 +121,96 @@ class StopGradient(keras.layers.Layer):
 
 def build_hash_head(core_node, bits: int, head: str, seed: int, embedding=None):
     """Adds the hash head on the core node tensor (``embedding``: on the R-MAC
-    embedding tensor instead); the output layer is named ``hash``."""
+    embedding tensor instead; ``combined``: on both); the output layer is named
+    ``hash``."""
     if head not in HASH_HEADS:
         raise ValueError(f"hash_head must be one of {HASH_HEADS}, got {head!r}")
+    if head == "combined":
+        # The first bits from the embedding, the last from the core-node grid (the
+        # grid's share is what the report can map to image regions).
+        region_bits = combined_region_bits(bits)
+        from_embedding = _embedding_values(embedding, bits - region_bits, head, seed)
+        from_grid = _grid_values(core_node, region_bits, "trained", seed + 1, "hash_region")
+        x = layers.Concatenate(name=HASH_GRID_LAYER)([from_embedding, from_grid])
+        return BitCentering(bits, name="hash")(x)
     if head in ("embedding", "guided"):
-        x = embedding
-        if head == "embedding":
-            x = StopGradient(name="hash_stop_gradient")(x)
-        x = layers.Dense(
-            bits,
-            kernel_initializer=keras.initializers.GlorotNormal(seed=seed),
-            name="hash_aggregate",
-        )(x)
         # The same layer names as the grid heads, so encoding and threshold fitting
         # (keras_ynet.ynet_codes) read every head alike.
+        x = _embedding_values(embedding, bits, head, seed)
         x = layers.Flatten(name=HASH_GRID_LAYER)(x)
         return BitCentering(bits, name="hash")(x)
-    pool_h, pool_w, _, _, channels = hash_grid(core_node.shape[1], core_node.shape[2], bits)
-    x = core_node
-    if pool_h > 1 or pool_w > 1:
-        x = layers.AveragePooling2D((pool_h, pool_w), name="hash_pool")(x)
-    if head == "mean":
-        x = ChannelGroupMean(channels, name="hash_aggregate")(x)
-    else:
-        conv = layers.Conv2D(
-            channels,
-            1,
-            use_bias=(head == "trained"),
-            kernel_initializer=keras.initializers.GlorotNormal(seed=seed),
-            name="hash_aggregate",
-        )
-        conv.trainable = head == "trained"
-        if head == "trained":
-            x = StopGradient(name="hash_stop_gradient")(x)
-        x = conv(x)
-    # Flatten in (h, w, c) order; bit i belongs to grid cell i // c (used by reports).
-    x = layers.Flatten(name=HASH_GRID_LAYER)(x)
+    x = _grid_values(core_node, bits, head, seed)
     return BitCentering(bits, name="hash")(x)
 
 
-def model_hash_grid(model) -> tuple[int, int, int] | None:
-    """(rows, cols, bits_per_cell) of a YNet's codes; None for a head whose bits have no
-    image region (``embedding``).
+def combined_region_bits(bits: int) -> int:
+    """How many of a ``combined`` head's bits come from the core-node grid: half."""
+    return bits // 2
 
-    The grid heads flatten an (h, w, c) tensor in that order, so bit i comes from grid
-    cell i // c and the cells run row-major over the pooled core node.
+
+def _embedding_values(embedding, bits: int, head: str, seed: int):
+    """A dense map of the R-MAC embedding to ``bits`` values; its gradient stops at the
+    embedding unless the head is ``guided``."""
+    x = embedding
+    if head != "guided":
+        x = StopGradient(name="hash_stop_gradient")(x)
+    return layers.Dense(
+        bits,
+        kernel_initializer=keras.initializers.GlorotNormal(seed=seed),
+        name="hash_aggregate",
+    )(x)
+
+
+def _grid_values(core_node, bits: int, head: str, seed: int, prefix: str = "hash"):
+    """``bits`` values read from the pooled core-node grid, flattened in (h, w, c) order
+    by the layer ``{prefix}_flatten`` (bit i of them belongs to grid cell i // c: used
+    by reports). Its layers are named ``{prefix}_...``."""
+    pool_h, pool_w, _, _, channels = hash_grid(core_node.shape[1], core_node.shape[2], bits)
+    x = core_node
+    if pool_h > 1 or pool_w > 1:
+        x = layers.AveragePooling2D((pool_h, pool_w), name=f"{prefix}_pool")(x)
+    if head == "mean":
+        x = ChannelGroupMean(channels, name=f"{prefix}_aggregate")(x)
+    else:
+        trained = head == "trained"
+        conv = layers.Conv2D(
+            channels,
+            1,
+            use_bias=trained,
+            kernel_initializer=keras.initializers.GlorotNormal(seed=seed),
+            name=f"{prefix}_aggregate",
+        )
+        conv.trainable = trained
+        if trained:
+            x = StopGradient(name=f"{prefix}_stop_gradient")(x)
+        x = conv(x)
+    return layers.Flatten(name=f"{prefix}_flatten")(x)
+
+
+def model_hash_grid(model) -> tuple[int, int, int, int] | None:
+    """(rows, cols, bits_per_cell, first_bit) of a YNet's codes; None for a head whose
+    bits have no image region (``embedding``, ``guided``).
+
+    The grid heads flatten an (h, w, c) tensor in that order, so bit first_bit + i comes
+    from grid cell i // c and the cells run row-major over the pooled core node. The
+    grid heads map every bit (first_bit 0); the ``combined`` head maps its last
+    :func:`combined_region_bits` bits, after those of the embedding.
 
     Raises:
         ValueError: when the model has no such layer or its grid does not give its bits.
     """
+    names = [layer.name for layer in model.layers]
+    layer = REGION_FLATTEN if REGION_FLATTEN in names else HASH_GRID_LAYER
     try:
-        shape = tuple(int(d) for d in model.get_layer(HASH_GRID_LAYER).input.shape[1:])
+        shape = tuple(int(d) for d in model.get_layer(layer).input.shape[1:])
     except ValueError as err:
-        raise ValueError(f"the model has no {HASH_GRID_LAYER!r} layer: {err}") from None
-    if len(shape) == 1 and shape[0] == model.bits:
+        raise ValueError(f"the model has no {layer!r} layer: {err}") from None
+    if layer == HASH_GRID_LAYER and len(shape) == 1 and shape[0] == model.bits:
         return None
-    if len(shape) != 3 or math.prod(shape) != model.bits:
+    first_bit = model.bits - combined_region_bits(model.bits) if layer == REGION_FLATTEN else 0
+    if len(shape) != 3 or first_bit + math.prod(shape) != model.bits:
         raise ValueError(f"hash grid {shape} does not give the model's {model.bits} bits")
-    return shape
+    return (*shape, first_bit)
 
 
 def bit_thresholds(head: str, pre_activations: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ COUPLINGS = ("alpha", "uncertainty", "fixed")
 # trains on detached features), auto (off when the train split's masks say little about
 # its labels: keras_ynet.mask_signal).
 SEG_GUIDANCE = ("on", "off", "auto")
-HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided")
+HASH_HEADS = ("mean", "conv", "trained", "embedding", "guided", "combined")
 # How training is spread over devices (keras_ynet.distribute builds the tf.distribute
 # strategy of each; docs/distributed_training.md).
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
@@ -208,6 +208,12 @@ PRESETS["ce_embedding_plain_flip_fixed"] = {
 PRESETS["ce_embedding_plain_flip_w2"] = {
     **PRESETS["ce_embedding_plain_flip"],
     "stage_widths": (32, 64, 128, 256),
+}
+# The default with the combined hash head: half the bits from the embedding, half from
+# the core-node grid (a region map for those), one hash loss.
+PRESETS["ce_combined_plain_flip"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "hash_head": "combined",
 }
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)
