@@ -24,7 +24,7 @@ Format version 1 (see ``export/README.md`` for the meaning of each field)::
       "files": {"onnx": "encoder.onnx", "tflite": "encoder.tflite",
                 "tflite_int8": "encoder_int8.tflite"},
       "tflite_signature": "serving_default",
-      "hash_grid": {"rows": h, "cols": w, "bits_per_cell": c},
+      "hash_grid": {"rows": h, "cols": w, "bits_per_cell": c, "first_bit": f},
       "artifacts": {"onnx": {"sha256": "...", "codes": "<fingerprint>+float"}, ...}
     }
 
@@ -46,9 +46,11 @@ in other languages; the device reads them from the modules, not from here.
 
 ``hash_grid`` (optional: contracts exported before it was recorded lack it) says where
 each bit comes from: the hash head pools the core node to an h x w grid of image regions
-and gives each cell c bits; bit i belongs to cell i // c, cells in row-major order (cell
-j is row j // w, column j % w), so h * w * c = bits. The search report draws per-cell
-bit agreement from it (:mod:`deploy.report`).
+and gives each cell c bits; bit f + i belongs to cell i // c, cells in row-major order
+(cell j is row j // w, column j % w), so f + h * w * c = bits. ``first_bit`` f is
+optional (0 when absent, as the grid heads write it); a head that reads its first f bits
+from the whole image (``combined``) records it. The search report draws per-cell bit
+agreement from it (:mod:`deploy.report`).
 
 Longer than 300 lines on purpose: it is the one home of the contract's names and the
 one validator of its format, field by field; export writes through it and every host
@@ -75,6 +77,8 @@ VALID_BITS = (32, 64, 128, 256)  # the code lengths; the one definition
 FILE_KEYS = ("onnx", "tflite", "tflite_int8")
 COLOUR = {1: "grey", 3: "rgb"}
 HASH_GRID_KEYS = ("rows", "cols", "bits_per_cell")
+# Optional in hash_grid (0 when absent): the bits before it come from the whole image.
+HASH_GRID_FIRST_BIT = "first_bit"
 # What every model card holds (export/model_card.py writes it); all but fingerprint text
 # or objects for people, checked only for presence and the fingerprint.
 MODEL_CARD_KEYS = (
@@ -123,8 +127,9 @@ class EncoderContract:
             that was not exported is absent.
         input_name, hash_output, code_output: the interface names.
         tflite_signature: the LiteRT signature key.
-        hash_grid: (rows, cols, bits_per_cell) of the bit layout, or None when the
-            contract does not record it (exported before it was).
+        hash_grid: (rows, cols, bits_per_cell, first_bit) of the bit layout, or None
+            when the contract does not record it (exported before it was, or a head
+            whose bits have no image region).
         artifacts: per artifact kind, ``{"sha256": hex, "codes": identity}``; empty for
             a contract written before files were hashed.
         raw: the whole JSON object.
@@ -141,7 +146,7 @@ class EncoderContract:
     hash_output: str = HASH_OUTPUT
     code_output: str = CODE_OUTPUT
     tflite_signature: str = TFLITE_SIGNATURE
-    hash_grid: tuple[int, int, int] | None = None
+    hash_grid: tuple[int, int, int, int] | None = None
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -313,8 +318,9 @@ def validate_contract(data, where: str = "encoder contract") -> EncoderContract:
     )
 
 
-def _hash_grid(grid, bits: int | None, problems: list[str]) -> tuple[int, int, int] | None:
-    """The optional ``hash_grid`` as (rows, cols, bits_per_cell); problems are appended."""
+def _hash_grid(grid, bits: int | None, problems: list[str]) -> tuple[int, int, int, int] | None:
+    """The optional ``hash_grid`` as (rows, cols, bits_per_cell, first_bit); problems
+    are appended."""
     if grid is None:
         return None
     if not isinstance(grid, dict):
@@ -324,13 +330,17 @@ def _hash_grid(grid, bits: int | None, problems: list[str]) -> tuple[int, int, i
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
         problems.append(f"hash_grid: {', '.join(HASH_GRID_KEYS)} must be positive integers")
         return None
-    if bits is not None and values[0] * values[1] * values[2] != bits:
+    first = grid.get(HASH_GRID_FIRST_BIT, 0)
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+        problems.append(f"hash_grid: {HASH_GRID_FIRST_BIT} must be an integer >= 0, got {first!r}")
+        return None
+    if bits is not None and first + values[0] * values[1] * values[2] != bits:
         problems.append(
-            f"hash_grid: {values[0]} x {values[1]} cells x {values[2]} bits per cell is not "
-            f"the {bits} bits"
+            f"hash_grid: {first} unmapped bits + {values[0]} x {values[1]} cells x "
+            f"{values[2]} bits per cell is not the {bits} bits"
         )
         return None
-    return values
+    return (*values, first)
 
 
 def _model_card(card, fingerprint: str | None, problems: list[str]) -> None:

@@ -1,8 +1,9 @@
 """Why a search matched: an HTML report and a PNG contact sheet of the query and its hits.
 
 The hash head pools the core node to a ``rows x cols`` grid of image regions and gives
-each cell ``bits_per_cell`` bits (bit i -> cell i // bits_per_cell, cells row-major;
-``encoder.json`` -> ``hash_grid``). For each hit the report colours every cell by the
+each cell ``bits_per_cell`` bits (bit first_bit + i -> cell i // bits_per_cell, cells
+row-major; ``encoder.json`` -> ``hash_grid``; the bits before first_bit, where a head
+has them, come from the whole image and are left out of the map). For each hit the report colours every cell by the
 fraction of that cell's bits on which query and hit agree (:func:`cell_agreement`):
 green where they agree on more than half, red where they disagree on more than half,
 clear at one half (chance level), stronger the further from one half. The map is drawn
@@ -27,15 +28,23 @@ from deploy.atomic import atomic_path
 
 @dataclass(frozen=True)
 class HashGrid:
-    """The bit layout: bit i comes from cell i // bits_per_cell, cells row-major."""
+    """The bit layout: bit first_bit + i comes from cell i // bits_per_cell, cells
+    row-major; the first ``first_bit`` bits have no image region."""
 
     rows: int
     cols: int
     bits_per_cell: int
+    first_bit: int = 0
+
+    @property
+    def region_bits(self) -> int:
+        """How many bits the grid maps."""
+        return self.rows * self.cols * self.bits_per_cell
 
     @property
     def bits(self) -> int:
-        return self.rows * self.cols * self.bits_per_cell
+        """The code length."""
+        return self.first_bit + self.region_bits
 
     @classmethod
     def from_contract(cls, contract) -> HashGrid | None:
@@ -52,7 +61,7 @@ def cell_agreement(query_bits, hit_bits, grid: HashGrid) -> np.ndarray:
     q, h = np.asarray(query_bits), np.asarray(hit_bits)
     if q.shape != (grid.bits,) or h.shape != (grid.bits,):
         raise ValueError(f"codes of shape {q.shape} and {h.shape} for a {grid.bits}-bit grid")
-    same = (q == h).reshape(grid.rows, grid.cols, grid.bits_per_cell)
+    same = (q == h)[grid.first_bit :].reshape(grid.rows, grid.cols, grid.bits_per_cell)
     return same.mean(axis=-1)
 
 

@@ -174,6 +174,8 @@ def render_sheet(report: Report, panels: list[_Panels], columns: int = SHEET_COL
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     layout = f"grid {grid.rows}x{grid.cols}, {grid.bits_per_cell} bit(s)/cell" if grid else ""
+    if grid is not None and grid.first_bit:
+        layout += f" (bits {grid.first_bit}-{grid.bits - 1})"
     bits = f"{len(q.bits)} bits" if q.bits is not None else ""
     _text(draw, (GAP, 2), " | ".join(s for s in (report.title, bits, layout) if s), width)
     _text(draw, (GAP, 2 + LINE), report.source, width, MUTED)
@@ -270,11 +272,22 @@ def render_html(report: Report, panels: list[_Panels]) -> str:
     """The report as one self-contained HTML page (every text escaped)."""
     esc, grid, query = html.escape, report.grid, report.query
     n_bits = len(query.bits) if query.bits is not None else None
-    if grid is not None:
-        layout = (
+    if grid is not None and grid.first_bit:
+        mapped = (
+            f"Bits {grid.first_bit} to {grid.bits - 1} come from the cells of a {grid.rows} x "
+            f"{grid.cols} grid over the image ({grid.bits_per_cell} bit(s) per cell; bit "
+            f"{grid.first_bit} + i is cell i // {grid.bits_per_cell}, row by row); bits 0 to "
+            f"{grid.first_bit - 1} come from the whole image and are not mapped."
+        )
+    elif grid is not None:
+        mapped = (
             f"Each bit comes from one cell of a {grid.rows} x {grid.cols} grid over the image "
             f"({grid.bits_per_cell} bit(s) per cell; bit i is cell i // {grid.bits_per_cell}, "
-            "row by row). A cell's colour is the fraction of its bits on which the query and "
+            "row by row)."
+        )
+    if grid is not None:
+        layout = (
+            f"{mapped} A cell's colour is the fraction of its bits on which the query and "
             "the hit agree: <span class='bar'></span> red = none agree, clear = half (chance), "
             "green = all agree. The map is drawn over grey copies of the hit and of the query."
         )

@@ -29,7 +29,7 @@ def build_contract(
     fingerprint: str,
     class_names: list[str],
     files: dict[str, str],
-    hash_grid: tuple[int, int, int] | None = None,
+    hash_grid: tuple[int, int, int, int] | None = None,
     model_card: dict | None = None,
 ) -> dict:
     """The contract object (format version 1); see :mod:`deploy.contract` for the schema.
@@ -41,7 +41,7 @@ def build_contract(
         fingerprint: the encoder fingerprint.
         class_names: image class names, index order.
         files: artifact file names by kind (``onnx``, ``tflite``, ``tflite_int8``).
-        hash_grid: (rows, cols, bits_per_cell) from :func:`model_hash_grid`; None leaves
+        hash_grid: (rows, cols, bits_per_cell, first_bit) from :func:`model_hash_grid`; None leaves
             ``hash_grid`` out (the search report then draws no bit-agreement map).
         model_card: from :func:`export.model_card.build_model_card`; None leaves it out.
     """
@@ -159,7 +159,7 @@ def build_contract(
         "tflite_signature": reader.TFLITE_SIGNATURE,
     }
     if hash_grid is not None:
-        rows, cols, per_cell = (int(v) for v in hash_grid)
+        rows, cols, per_cell, first = (int(v) for v in hash_grid)
         contract["hash_grid"] = {
             "rows": rows,
             "cols": cols,
@@ -167,15 +167,22 @@ def build_contract(
             "meaning": "bit i comes from grid cell i // bits_per_cell of the image, cells "
             "row-major (cell j: row j // cols, column j % cols)",
         }
+        if first:  # only a head with unmapped bits writes it: the grid heads read as before
+            contract["hash_grid"].update(
+                first_bit=first,
+                meaning="bits 0 to first_bit - 1 come from the whole image; bit first_bit + i "
+                "comes from grid cell i // bits_per_cell, cells row-major (cell j: row "
+                "j // cols, column j % cols)",
+            )
     if model_card is not None:
         contract["model_card"] = model_card
     reader.validate_contract(contract, where="contract being exported")
     return contract
 
 
-def model_hash_grid(model) -> tuple[int, int, int] | None:
-    """The ``hash_grid`` argument for a YNet: (rows, cols, bits_per_cell) of its codes,
-    None when its bits have no image region (the ``embedding`` head).
+def model_hash_grid(model) -> tuple[int, int, int, int] | None:
+    """The ``hash_grid`` argument for a YNet: (rows, cols, bits_per_cell, first_bit) of
+    its codes, None when its bits have no image region (the ``embedding`` head).
 
     The layout is read where the workstation report reads it
     (:func:`keras_ynet.hash_head.model_hash_grid`), so the two cannot disagree.

@@ -47,11 +47,11 @@ def test_stem_stride_2_doubles_the_resolution_of_every_stage(tmp_path):
         YNet(**TINY, stem_stride=3)
 
 
-@pytest.mark.parametrize("head", ["mean", "conv", "trained", "embedding"])
+@pytest.mark.parametrize("head", ["mean", "conv", "trained", "embedding", "combined"])
 def test_hash_heads_build(head):
     model = YNet(**TINY, hash_head=head)
     assert model(images(1))["hash"].shape == (1, 64)
-    assert ("hash_loss" in model.tracker_names) == (head in ("trained", "embedding"))
+    assert ("hash_loss" in model.tracker_names) == (head in ("trained", "embedding", "combined"))
 
 
 @pytest.mark.slow  # measured: several seconds; `make test` runs it
@@ -62,7 +62,7 @@ def test_embedding_head_reads_the_embedding_and_has_no_grid(tmp_path):
 
     model = YNet(**TINY, hash_head="embedding", class_names=["a", "b"])
     assert model_hash_grid(model) is None  # its bits have no image region
-    assert model_hash_grid(YNet(**TINY)) == (2, 2, 16)
+    assert model_hash_grid(YNet(**TINY)) == (2, 2, 16, 0)
     x = tf.constant(images(4))
     with tf.GradientTape(persistent=True) as tape:
         out = model(x, training=True)
@@ -77,6 +77,31 @@ def test_embedding_head_reads_the_embedding_and_has_no_grid(tmp_path):
     calibrate_bit_thresholds(model, images(6))
     loaded = load_ynet(save_ynet(model, tmp_path / "m.keras"))
     np.testing.assert_array_equal(encode_bits(model, images(3)), encode_bits(loaded, images(3)))
+
+
+def test_combined_head_reads_the_embedding_then_the_grid():
+    import tensorflow as tf
+
+    from keras_ynet.hash_head import model_hash_grid
+
+    model = YNet(**TINY, hash_head="combined")
+    # 32 bits from the embedding, then the 2 x 2 core node's cells of 8 bits each.
+    assert model_hash_grid(model) == (2, 2, 8, 32)
+    x = tf.constant(images(4))
+    out = model(x, training=False)
+    pre = hash_pre_activations(model, images(4))
+    dense = model.get_layer("hash_aggregate")
+    np.testing.assert_allclose(pre[:, :32], np.asarray(dense(out["embedding"])), atol=1e-5)
+    region = model.get_layer("hash_region_flatten")
+    grid_part = keras.Model(model.input, region.output).predict(images(4), verbose=0)
+    np.testing.assert_allclose(pre[:, 32:], grid_part, atol=1e-5)
+    with tf.GradientTape() as tape:
+        hash_sum = tf.reduce_sum(model(x, training=True)["hash"])
+    kernels = ["hash_aggregate", "hash_region_aggregate", "rmac_conv", "stem_conv"]
+    grads = tape.gradient(hash_sum, [model.get_layer(name).kernel for name in kernels])
+    # Both parts train; the hash loss reaches neither the embedding nor the encoder.
+    assert grads[0] is not None and grads[1] is not None
+    assert grads[2] is None and grads[3] is None
 
 
 def test_rmac_regions_on_the_paper_grid():

@@ -52,6 +52,14 @@ def test_cell_agreement_by_hand():
     np.testing.assert_array_equal(agreement, [[0.75, 1.0]])
     with pytest.raises(ValueError, match="8-bit grid"):
         cell_agreement(np.zeros(6), np.zeros(6), HashGrid(2, 2, 2))
+    # Four unmapped bits first (all disagreeing), then one bit per cell of 1 x 4: bit 6
+    # is cell 2. The unmapped bits do not enter the map.
+    query, hit = np.zeros(8, np.uint8), np.array([1, 1, 1, 1, 0, 0, 1, 0], np.uint8)
+    np.testing.assert_array_equal(
+        cell_agreement(query, hit, HashGrid(1, 4, 1, first_bit=4)), [[1.0, 1.0, 0.0, 1.0]]
+    )
+    with pytest.raises(ValueError, match="8-bit grid"):
+        cell_agreement(np.zeros(4), np.zeros(4), HashGrid(1, 4, 1, first_bit=4))
 
 
 def contract(hash_grid=None) -> dict:
@@ -59,16 +67,25 @@ def contract(hash_grid=None) -> dict:
 
 
 def test_contract_records_the_bit_layout():
-    written = contract((2, 2, 16))
+    written = contract((2, 2, 16, 0))
     assert {k: written["hash_grid"][k] for k in TINY_GRID} == TINY_GRID
+    assert "first_bit" not in written["hash_grid"]  # a grid head's contract reads as before
     parsed = validate_contract(json.loads(json.dumps(written)))
-    assert parsed.hash_grid == (2, 2, 16)
+    assert parsed.hash_grid == (2, 2, 16, 0)
     assert HashGrid.from_contract(parsed) == HashGrid(2, 2, 16)
+    # The combined head: 32 bits from the whole image, then 2 x 2 cells of 8 bits.
+    combined = contract((2, 2, 8, 32))
+    assert combined["hash_grid"]["first_bit"] == 32
+    assert validate_contract(json.loads(json.dumps(combined))).hash_grid == (2, 2, 8, 32)
+    with pytest.raises(ContractError, match="32 unmapped bits \\+ 2 x 2 cells x 16 bits"):
+        contract((2, 2, 16, 32))
+    with pytest.raises(ContractError, match="first_bit must be an integer >= 0, got -1"):
+        validate_contract({**contract(), "hash_grid": {**TINY_GRID, "first_bit": -1}})
     older = validate_contract(contract())  # contracts from before the layout still load
     assert "hash_grid" not in contract() and older.hash_grid is None
     assert HashGrid.from_contract(older) is None
     with pytest.raises(ContractError, match="is not the 64 bits"):
-        contract((4, 4, 2))
+        contract((4, 4, 2, 0))
     with pytest.raises(ContractError, match="must be positive integers"):
         validate_contract({**contract(), "hash_grid": {"rows": 8, "cols": 8, "bits_per_cell": "1"}})
 
@@ -82,7 +99,7 @@ def test_model_hash_grid_is_the_hash_heads_layout():
 
     for bits in (64, 32):
         model = YNet(**TINY, bits=bits)  # core node 2 x 2
-        assert model_hash_grid(model) == hash_grid(2, 2, bits)[2:] == (2, 2, bits // 4)
+        assert model_hash_grid(model) == (*hash_grid(2, 2, bits)[2:], 0) == (2, 2, bits // 4, 0)
     # The bits are the (rows, cols, c) grid flattened in C order: bit i is cell i // c.
     layer = model.get_layer("hash_flatten")
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1)).astype(np.float32)
@@ -140,6 +157,22 @@ def test_html_is_self_contained_and_lists_every_hit(tmp_path):
     assert not re.search(r"https?:|ftp:|file:|url\(|<link|<script|@import", page)
     # Over a grey copy of the blue query, all-agree cells are green, none-agree cells red.
     assert "2 x 2 grid" in page and "2 bit(s) per cell" in page
+
+
+def test_a_grid_after_unmapped_bits_maps_only_its_own(tmp_path):
+    # 8 bits: 4 from the whole image, then 1 x 2 cells of 2 bits (the combined head's form).
+    # Hit 2 differs from the query in bits 0-3 only: its map agrees everywhere.
+    content = literal_report(tmp_path, grid=HashGrid(1, 2, 2, first_bit=4))
+    hit = content.hits[2]
+    assert hit.distance == 4
+    np.testing.assert_array_equal(
+        cell_agreement(content.query.bits, hit.bits, content.grid), [[1.0, 1.0]]
+    )
+    html_path = tmp_path / "why.html"
+    report.write_report(content, html_path, tmp_path / "why.png")
+    page = html_path.read_text(encoding="utf-8")
+    assert "Bits 4 to 7 come from the cells of a 1 x 2 grid" in page
+    assert "bits 0 to 3 come from the whole image and are not mapped" in page
 
 
 def test_sheet_layout(tmp_path):

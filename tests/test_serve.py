@@ -63,7 +63,7 @@ def test_search_gives_the_command_lines_hits_and_why(served, capsys):
     assert response.status_code == 200, response.text
     got = response.json()
     assert (got["query"], got["k"], got["bits"]) == (served["query"].name, 5, 64)
-    assert got["hash_grid"] == {"rows": 2, "cols": 2, "bits_per_cell": 16}
+    assert got["hash_grid"] == {"rows": 2, "cols": 2, "bits_per_cell": 16, "first_bit": 0}
     fields = ("rank", "id", "distance", "label", "path")
     assert [{f: h[f] for f in fields} for h in got["results"]] == want
     # Why: per hit, bits agreeing and the fraction per grid cell (bit i in cell i // 16).
