@@ -97,9 +97,11 @@ def print_summary(report: dict) -> None:
     )
     n = report["images"]
     for name, entry in report["float"].items():
+        ties = entry["tie_bits_differing"]
+        same = f"bits identical to Keras but {ties} tie(s)" if ties else "bits identical to Keras"
         print(
-            f"  parity {name}: bits identical to Keras on {n['test']} test + {n['train']} "
-            f"train images (max |hash diff| {entry['max_abs_hash_diff']:.2e})"
+            f"  parity {name}: {same} on {n['test']} test + {n['train']} train images "
+            f"(max |hash diff| {entry['max_abs_hash_diff']:.2e})"
         )
     int8 = report.get("int8")
     if int8:

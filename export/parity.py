@@ -1,9 +1,14 @@
 """Parity of the exported encoders with Keras, on real images from the dataset.
 
-Float exports (ONNX Runtime, float32 LiteRT) must give the same sign bits as Keras on
-every checked image (all test-split images plus up to ``max_train`` train images), and
-their ``code`` output must equal :func:`deploy.codes.pack_bits` of their own ``hash``;
-anything else fails the export. The int8 model is measured, not required to match: bit
+Float exports (ONNX Runtime, float32 LiteRT) must give the same ``hash`` values as Keras
+within float rounding (:data:`TIE_TOLERANCE`) and so the same sign bits on every checked
+image (all test-split images plus up to ``max_train`` train images), and their ``code``
+output must equal :func:`deploy.codes.pack_bits` of their own ``hash``; anything else
+fails the export. A bit whose Keras value lies within that rounding of zero (a tie) is
+the one bit two runtimes may legitimately set differently: an image lands that close to
+a threshold about once in 10^4 to 10^5 values of a trained model, so an export of a sound
+model would otherwise fail by chance. Such bits are counted (``tie_bits_differing``), not
+failed. The int8 model is measured, not required to match: bit
 agreement with Keras over the whole dataset, and the change of mAP@10 (queries = test
 split, database = train split) when its codes replace the float codes. Agreement below
 :data:`INT8_MIN_AGREEMENT` is flagged.
@@ -30,6 +35,9 @@ from keras_ynet.ranking_metrics import hamming_ranking, map_at_k_from_ranking
 
 PARITY_FILE = "parity.json"
 INT8_MIN_AGREEMENT = 0.99
+# Float runtimes differ from Keras by about 1e-6 on the hash values (parity.json:
+# max_abs_hash_diff); a difference above this is a changed computation, not rounding.
+TIE_TOLERANCE = 1e-3
 MAP_K = 10
 MAP_CONVENTION = "k"  # (c) R = k, the project's headline convention
 MAX_LISTED = 10
@@ -58,9 +66,10 @@ def keras_hash(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def compare_float(
-    name: str, outputs: dict[str, np.ndarray], keras_bits: np.ndarray, ids: list[str]
+    name: str, outputs: dict[str, np.ndarray], reference: np.ndarray, ids: list[str]
 ) -> dict:
-    """Bit and code parity of one float export against Keras bits.
+    """Hash, bit and code parity of one float export against the Keras ``hash`` values
+    ``reference`` (N, bits).
 
     Raises:
         ParityError: naming the file and the mismatching images.
@@ -69,19 +78,30 @@ def compare_float(
         bits = signs_to_bits(outputs["hash"])
     except ValueError as e:  # NaN or inf: the classic symptom of an unfrozen conversion
         raise ParityError(f"{name}: {e}") from None
-    differs = np.any(bits != keras_bits, axis=1)
+    keras_bits = signs_to_bits(reference)
+    flipped = bits != keras_bits
+    tie = np.abs(reference) < TIE_TOLERANCE
+    hard = np.any(flipped & ~tie, axis=1)
+    differs = np.any(flipped, axis=1)
     report = {
         "bits_identical": not bool(differs.any()),
         "mismatching_images": [ids[i] for i in np.flatnonzero(differs)],
-        "mismatching_bits": int(np.sum(bits != keras_bits)),
+        "mismatching_bits": int(np.sum(flipped)),
+        "tie_bits_differing": int(np.sum(flipped & tie)),
+        "max_abs_hash_diff": float(np.max(np.abs(outputs["hash"] - reference))),
     }
-    if differs.any():
-        listed = report["mismatching_images"][:MAX_LISTED]
-        more = len(report["mismatching_images"]) - len(listed)
+    if hard.any():
+        listed = [ids[i] for i in np.flatnonzero(hard)][:MAX_LISTED]
+        more = int(hard.sum()) - len(listed)
         raise ParityError(
-            f"{name}: sign bits differ from Keras on {int(differs.sum())} of {len(ids)} images "
-            f"({report['mismatching_bits']} bits): {', '.join(listed)}"
-            + (f" and {more} more" if more > 0 else "")
+            f"{name}: sign bits differ from Keras on {int(hard.sum())} of {len(ids)} images "
+            f"({int(np.sum(flipped & ~tie))} bits, each further than {TIE_TOLERANCE:g} from "
+            f"its threshold): {', '.join(listed)}" + (f" and {more} more" if more > 0 else "")
+        )
+    if report["max_abs_hash_diff"] > TIE_TOLERANCE:
+        raise ParityError(
+            f"{name}: hash values differ from Keras by up to {report['max_abs_hash_diff']:.3g}, "
+            f"more than float rounding ({TIE_TOLERANCE:g}): the export computes something else"
         )
     if not np.array_equal(outputs["code"], pack_bits(bits)):
         raise ParityError(f"{name}: the code output is not pack_bits(hash > 0)")
@@ -146,7 +166,7 @@ def check_parity(
         The report written to ``parity.json``.
 
     Raises:
-        ParityError: a float export disagrees with Keras on any image.
+        ParityError: a float export disagrees with Keras on any image (beyond ties).
     """
     from export.litert_export import run_tflite
     from export.onnx_export import run_onnx
@@ -177,8 +197,7 @@ def check_parity(
             continue
         progress(f"parity of {files[kind]}")
         outputs = runners[kind](folder / files[kind], images[:n_float])
-        entry = compare_float(files[kind], outputs, keras_bits[:n_float], ids[:n_float])
-        entry["max_abs_hash_diff"] = float(np.max(np.abs(outputs["hash"] - reference[:n_float])))
+        entry = compare_float(files[kind], outputs, reference[:n_float], ids[:n_float])
         report["float"][files[kind]] = entry
     report["int8_flagged"] = False
     if int8:

@@ -195,18 +195,39 @@ def test_fingerprint_covers_encoder_weights_only(tmp_path):
 
 def test_float_mismatch_names_file_and_images():
     signs = np.array([[1, -1, 1, 1, -1, -1, -1, 1], [-1] * 8, [1] * 8], np.float32)
-    keras_bits = signs_to_bits(signs)  # bytes 0xb1, 0x00, 0xff
-    good = {"hash": 0.5 * signs, "code": np.array([[0xB1], [0x00], [0xFF]], np.uint8)}
-    assert compare_float("encoder.onnx", good, keras_bits, ["a", "b", "c"])["bits_identical"]
+    reference = 0.5 * signs  # Keras bits: bytes 0xb1, 0x00, 0xff
+    good = {"hash": reference.copy(), "code": np.array([[0xB1], [0x00], [0xFF]], np.uint8)}
+    assert compare_float("encoder.onnx", good, reference, ["a", "b", "c"])["bits_identical"]
     flipped = {**good, "hash": good["hash"] * np.array([1, 1, -1])[:, None].astype(np.float32)}
-    with pytest.raises(ParityError, match=r"encoder\.onnx: .* on 1 of 3 images \(8 bits\): c$"):
-        compare_float("encoder.onnx", flipped, keras_bits, ["a", "b", "c"])
+    with pytest.raises(ParityError, match=r"encoder\.onnx: .* on 1 of 3 images \(8 bits, "):
+        compare_float("encoder.onnx", flipped, reference, ["a", "b", "c"])
     wrong_code = {**good, "code": good["code"][::-1].copy()}
     with pytest.raises(ParityError, match=r"encoder\.onnx: the code output is not pack_bits"):
-        compare_float("encoder.onnx", wrong_code, keras_bits, ["a", "b", "c"])
+        compare_float("encoder.onnx", wrong_code, reference, ["a", "b", "c"])
     nan = {**good, "hash": np.full((3, 8), np.nan, np.float32)}
     with pytest.raises(ParityError, match=r"encoder\.tflite: .*NaN"):
-        compare_float("encoder.tflite", nan, keras_bits, ["a", "b", "c"])
+        compare_float("encoder.tflite", nan, reference, ["a", "b", "c"])
+    # Bits agree but a value moved by more than rounding: the export computes another thing.
+    moved = {**good, "hash": good["hash"] * np.float32(0.99)}
+    with pytest.raises(ParityError, match=r"encoder\.onnx: hash values differ .* up to 0\.005"):
+        compare_float("encoder.onnx", moved, reference, ["a", "b", "c"])
+
+
+def test_a_bit_at_its_threshold_may_differ_by_rounding():
+    # Image b's bit 7 is 2e-7 from zero in Keras; the runtime rounds it to the other side
+    # (1e-6 away: float rounding). The bit differs, the export stands, the tie is counted.
+    reference = np.array([[0.5] * 8, [-0.5] * 7 + [2e-7]], np.float32)
+    runtime = reference.copy()
+    runtime[1, 7] = -8e-7
+    outputs = {"hash": runtime, "code": np.array([[0xFF], [0x00]], np.uint8)}
+    entry = compare_float("encoder.tflite", outputs, reference, ["a", "b"])
+    assert (entry["bits_identical"], entry["mismatching_images"]) == (False, ["b"])
+    assert (entry["mismatching_bits"], entry["tie_bits_differing"]) == (1, 1)
+    assert entry["max_abs_hash_diff"] == pytest.approx(1e-6)
+    # The same flip 0.01 from zero is no tie.
+    reference[1, 7], runtime[1, 7] = 0.01, -0.01
+    with pytest.raises(ParityError, match=r"on 1 of 2 images \(1 bits, each further than 0\.001"):
+        compare_float("encoder.tflite", outputs, reference, ["a", "b"])
 
 
 @pytest.mark.slow  # measured: several seconds; `make test` runs it
