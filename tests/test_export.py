@@ -283,32 +283,28 @@ def test_contract_reader_names_the_file(exported, tmp_path):
         load_contract(path)
 
 
+# The embedding head's bits have no image region; the combined head's last 32 come from
+# the 2 x 2 core node's cells, 8 bits each, after 32 from the embedding.
 @pytest.mark.slow  # measured: several seconds; `make test` runs it
-def test_embedding_head_exports_with_keras_bits_and_no_grid(exported, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "head, grid",
+    [
+        ("embedding", None),
+        ("combined", {"rows": 2, "cols": 2, "bits_per_cell": 8, "first_bit": 32}),
+    ],
+)
+def test_embedding_heads_export_with_keras_bits_and_their_grid(exported, tmp_path, head, grid):
     spec = exported["spec"]
-    model = YNet(**RGB_TINY, hash_head="embedding", class_names=spec.class_names)
+    model = YNet(**RGB_TINY, hash_head=head, class_names=spec.class_names)
     calibrate_bit_thresholds(model, prepare_records(spec.split("train"), 64, 3))
     model_path = save_ynet(model, tmp_path / "model.keras")
     argv = ["--model", str(model_path), "--data", str(spec.root), "--out", str(tmp_path / "art")]
     assert main([*argv, "--no-int8"]) == 0  # the export checks float bits against Keras
     contract = json.loads((tmp_path / "art" / "encoder.json").read_text())
-    assert "hash_grid" not in contract  # its bits have no image region
-    parity = json.loads((tmp_path / "art" / "parity.json").read_text())
-    assert parity["passed"] and parity["float"]["encoder.onnx"]["bits_identical"]
-
-
-@pytest.mark.slow  # measured: several seconds; `make test` runs it
-def test_combined_head_exports_with_keras_bits_and_its_grid(exported, tmp_path):
-    spec = exported["spec"]
-    model = YNet(**RGB_TINY, hash_head="combined", class_names=spec.class_names)
-    calibrate_bit_thresholds(model, prepare_records(spec.split("train"), 64, 3))
-    model_path = save_ynet(model, tmp_path / "model.keras")
-    argv = ["--model", str(model_path), "--data", str(spec.root), "--out", str(tmp_path / "art")]
-    assert main([*argv, "--no-int8"]) == 0  # the export checks float bits against Keras
-    contract = json.loads((tmp_path / "art" / "encoder.json").read_text())
-    # 32 bits from the embedding, then the 2 x 2 core node's cells of 8 bits each.
-    grid = {k: contract["hash_grid"][k] for k in ("rows", "cols", "bits_per_cell", "first_bit")}
-    assert grid == {"rows": 2, "cols": 2, "bits_per_cell": 8, "first_bit": 32}
+    if grid is None:
+        assert "hash_grid" not in contract
+    else:
+        assert {k: contract["hash_grid"][k] for k in grid} == grid
     parity = json.loads((tmp_path / "art" / "parity.json").read_text())
     assert parity["passed"] and parity["float"]["encoder.onnx"]["bits_identical"]
 
