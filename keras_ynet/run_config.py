@@ -215,6 +215,12 @@ PRESETS["ce_combined_plain_flip"] = {
     **PRESETS["ce_embedding_plain_flip"],
     "hash_head": "combined",
 }
+# The default at 256 px (the datasets' own size; four times the compute): chest nodules
+# a few pixels across at 128 px get twice the resolution.
+PRESETS["ce_embedding_plain_flip_256"] = {
+    **PRESETS["ce_embedding_plain_flip"],
+    "image_size": 256,
+}
 # Keys of run_config.json that record the run rather than set it (written by training).
 RECORD_KEYS = ("dataset",)
 
