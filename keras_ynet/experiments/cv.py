@@ -197,7 +197,8 @@ def cross_validate(spec, base: RunConfig, args, out: Path, shas: dict) -> dict:
     steps = f"{args.epochs} epochs" if args.epochs else f"{base.train_steps} optimiser steps"
     preamble = (
         f"{spec.name}: {len(spec.split('train'))} train-split images in {args.cv_folds} "
-        f"label-stratified folds (seed {base.seed}); every run {steps} at {base.image_size} px. "
+        f"label-stratified folds (seed {base.seed}); every run {steps} at {base.image_size} px "
+        "unless its settings give another image_size. "
         f"Command: `python -m keras_ynet.experiments {' '.join(args.argv)}`"
     )
     atomic_write_text(out / "cv.md", cv_markdown(rows, args.cv_folds, preamble))
