@@ -98,15 +98,18 @@ fi
 #     hash head (half the bits from the embedding, half from the core-node grid, which
 #     keeps a region map), the coupling fixed at 1:1.
 # 19. Cross-validated: the plain encoder twice as wide (32..256 filters).
-# 20. Cross-validated on jsrt first (where the nodules are a few pixels across at 128 px):
-#     the default at 256 px, four times the compute.
+# 20. Cross-validated, jsrt first (where the nodules are a few pixels across at 128 px):
+#     the default at 256 px, four times the pixels.
 # 21. The paper's Y-Net at the default schedule: its third seed (Table II at 1800 steps).
 if [ "${NINTH:-0}" = 1 ]; then
   ninth="$all ce_embedding_plain_flip ce_embedding_plain_flip_r128 ce_embedding_plain_flip_auto ce_guided_plain_flip ce_embedding_plain_augment ce_embedding_plain_flip_balanced circle_ce_plain_flip circle_plain_flip_g16 ce_embedding_plain_flip_ls ce_combined_plain_flip ce_embedding_plain_flip_fixed"
   CANDIDATES="$ninth" bash "$here/cv_search.sh" results/cv
   CANDIDATES="$ninth ce_embedding_plain_flip_w2" bash "$here/cv_search.sh" results/cv
-  "$py" -m keras_ynet.experiments cv --data "$data/jsrt" --out results/cv/jsrt --cv-folds 3 \
-    --train-steps 600 --cv-candidates $ninth ce_embedding_plain_flip_w2 ce_embedding_plain_flip_256
+  for dataset in jsrt rimone_dl; do
+    "$py" -m keras_ynet.experiments cv --data "$data/$dataset" --out "results/cv/$dataset" \
+      --cv-folds 3 --train-steps 600 \
+      --cv-candidates $ninth ce_embedding_plain_flip_w2 ce_embedding_plain_flip_256
+  done
   STEPS=1800 SEEDS=3 METHODS="ynet ynet_paper classifier classifier_float plain_cnn" \
     bash "$here/table2_default.sh" results/t2_1800
 fi
