@@ -3,8 +3,9 @@
 The hash head pools the core node to a ``rows x cols`` grid of image regions and gives
 each cell ``bits_per_cell`` bits (bit first_bit + i -> cell i // bits_per_cell, cells
 row-major; ``encoder.json`` -> ``hash_grid``; the bits before first_bit, where a head
-has them, come from the whole image and are left out of the map). For each hit the report colours every cell by the
-fraction of that cell's bits on which query and hit agree (:func:`cell_agreement`):
+has them, come from the whole image and are left out of the map). For each hit the
+report colours every cell by the fraction of that cell's bits on which query and hit
+agree (:func:`cell_agreement`):
 green where they agree on more than half, red where they disagree on more than half,
 clear at one half (chance level), stronger the further from one half. The map is drawn
 over grey copies of the hit and of the query; optional predicted masks are drawn over
